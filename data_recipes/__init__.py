@@ -1,0 +1,1 @@
+"""Data recipes: datasets -> clips -> cached preparation stages that methods and metrics consume."""

@@ -1,0 +1,79 @@
+"""Clips, cross-driving pairs and datasets: what every loader returns."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+Split = Literal["train", "val", "test"]
+SyncProtocol = Literal["lrs", "tracked"]
+
+
+@dataclass(frozen=True)
+class Clip:
+    """One talking-head clip: a time segment [start, end) of a media file.
+
+    `id` is unique within its dataset and safe to show (it is escaped in reports, never trusted).
+    `audio` is a separate audio file when the dataset ships one (CMLR); otherwise the video's track.
+    """
+
+    id: str
+    video: Path
+    subject: str
+    split: Split
+    audio: Path | None = None
+    start: float = 0.0
+    end: float | None = None
+
+
+@dataclass(frozen=True)
+class CrossPair:
+    """A cross-driven request: the identity and frames of `video_clip`, the audio of `audio_clip`."""
+
+    video_clip: str
+    audio_clip: str
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """A resolved dataset: its clips, cross-driving pairs and the sync-scoring protocol it calls for.
+
+    `sync_protocol` is "lrs" for datasets of face crops (LRS2: whole frame resized to 224) and
+    "tracked" for full frames (detect and track the face first).
+    """
+
+    name: str
+    description: str
+    clips: tuple[Clip, ...]
+    pairs: tuple[CrossPair, ...] = ()
+    sync_protocol: SyncProtocol = "tracked"
+    source: str = ""             # attribution / where the media comes from
+    notes: tuple[str, ...] = field(default=())
+
+    def split(self, name: str) -> tuple[Clip, ...]:
+        return tuple(c for c in self.clips if c.split == name)
+
+    def clip(self, clip_id: str) -> Clip:
+        for c in self.clips:
+            if c.id == clip_id:
+                return c
+        raise KeyError(f"no clip {clip_id!r} in dataset {self.name!r}")
+
+    def subjects(self) -> tuple[str, ...]:
+        return tuple(sorted({c.subject for c in self.clips}))
+
+    def __post_init__(self) -> None:
+        ids = [c.id for c in self.clips]
+        if len(ids) != len(set(ids)):
+            dup = sorted({i for i in ids if ids.count(i) > 1})
+            raise ValueError(f"dataset {self.name!r} has duplicate clip ids: {dup[:5]}")
+        known = set(ids)
+        for p in self.pairs:
+            for cid in (p.video_clip, p.audio_clip):
+                if cid not in known:
+                    raise ValueError(f"dataset {self.name!r}: pair refers to unknown clip {cid!r}")
+
+
+class DatasetError(ValueError):
+    """A dataset root or argument is wrong; the message says exactly what is missing."""

@@ -1,0 +1,132 @@
+"""The metric contract: what the runner hands a metric and what it gets back.
+
+Every metric is a pure function on arrays (in its own module) plus a thin `Metric` class that the
+runner builds once per run and calls once per generated video. A metric family may report several
+values (the sync metric gives LSE-D, LSE-C and the AV offset); each value is one results row.
+"""
+
+from __future__ import annotations
+
+import abc
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, Mapping, Sequence
+
+import numpy as np
+
+from bench.availability import Availability
+
+if TYPE_CHECKING:
+    from bench.cache import Cache
+    from bench.method import Budget
+    from bench.progress import Progress
+    from data_recipes.recipe import PreparedClip
+
+Status = Literal["ok", "unavailable", "failed", "too_short", "not_applicable"]
+Better = Literal["higher", "lower", "zero", ""]
+
+
+@dataclass(frozen=True)
+class ValueSpec:
+    """One reported number. `better`: "higher", "lower", "zero" (closest to 0 is best, e.g. AV offset)."""
+
+    name: str
+    better: Better
+    unit: str
+    description: str
+
+
+@dataclass(frozen=True)
+class MetricSpec:
+    """A metric family, readable without loading any model.
+
+    needs_ground_truth: only scored on self-driven requests (cross-driven ones have no real frames);
+    stages: recipe stages of the target clip the metric reads (e.g. "faces" for LMD);
+    fit_scope: "dataset" if the metric trains its own model on the dataset's training clips.
+    """
+
+    name: str
+    description: str
+    values: tuple[ValueSpec, ...]
+    config: type
+    needs_ground_truth: bool = False
+    needs_audio: bool = False
+    stages: tuple[str, ...] = ()
+    fit_scope: Literal["none", "dataset"] = "none"
+    published: bool = True   # False for the suite's own scorers, which never carry a published name
+
+
+@dataclass(frozen=True)
+class MetricContext:
+    work_dir: Path
+    cache: "Cache"
+    progress: "Progress"
+    device: str = "cpu"
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One generated video to score.
+
+    generated / ground_truth: uint8 RGB (T, H, W, 3), same T (the runner cuts both to the common
+    prefix); ground_truth is None for cross-driven requests. audio: driving audio, float32 mono
+    16 kHz, exactly T * 640 samples. timings: the method's per-stage seconds for this video.
+    """
+
+    request_id: str
+    kind: Literal["self", "cross"]
+    generated: np.ndarray
+    ground_truth: np.ndarray | None
+    audio: np.ndarray
+    target: "PreparedClip"
+    sync_protocol: Literal["lrs", "tracked"] = "tracked"
+    timings: Mapping[str, float] = field(default_factory=dict)
+    fps: int = 25
+    sample_rate: int = 16000
+
+
+@dataclass(frozen=True)
+class Score:
+    """A value with its status. Only status "ok" carries a number; everything else carries a reason."""
+
+    value: float = math.nan
+    status: Status = "ok"
+    reason: str = ""
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+    @staticmethod
+    def ok(value: float, **extra: Any) -> "Score":
+        return Score(float(value), "ok", "", extra)
+
+    @staticmethod
+    def missing(status: Status, reason: str, **extra: Any) -> "Score":
+        if status == "ok":
+            raise ValueError("a missing score cannot have status ok")
+        return Score(math.nan, status, reason, extra)
+
+
+class Metric(abc.ABC):
+    spec: ClassVar[MetricSpec]
+
+    def __init__(self, config: Any, context: MetricContext):
+        self.config = config
+        self.context = context
+
+    @classmethod
+    def availability(cls, config: Any) -> Availability:
+        """Whether the metric can be computed here (weights present, packages importable)."""
+        return Availability.yes()
+
+    def fit(self, clips: Sequence["PreparedClip"], budget: "Budget") -> dict[str, Any]:
+        """Only for fit_scope="dataset": train the metric's own model; returns a summary for the manifest."""
+        return {}
+
+    def weights_used(self) -> list[dict[str, str]]:
+        """[{"role", "path", "sha256", "origin"}] for the manifest."""
+        return []
+
+    @abc.abstractmethod
+    def score(self, sample: Sample) -> dict[str, Score]:
+        """Scores keyed by ValueSpec.name, one for each of `spec.values`."""
