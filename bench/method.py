@@ -57,6 +57,8 @@ class MethodSpec:
     fit_scope: FitScope = "none"
     kind: Literal["baseline", "2d", "3d"] = "2d"
     per_subject_data: str = ""  # e.g. "3-5 min video of the person"; shown in the decision table
+    cross_driven: bool = True   # False: only self-driven requests make sense (the real video)
+    version: str = "1"          # bump when outputs change for the same inputs (invalidates caches)
 
 
 @dataclass(frozen=True)

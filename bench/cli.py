@@ -1,0 +1,363 @@
+"""`bench`: run the benchmark, prepare data, list what is available, build reports, show the machine.
+
+    bench run --methods all --dataset demo
+    bench prepare --dataset cmlr:/data/CMLR --methods wav2lip --limit 20
+    bench list
+    bench report runs/<id> [runs/<id2> ...]
+    bench env
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any, Sequence
+
+EXIT_USAGE = 2
+
+
+def _csv(text: str) -> tuple[str, ...]:
+    return tuple(t.strip() for t in text.split(",") if t.strip())
+
+
+def _set_pair(text: str) -> tuple[str, str]:
+    key, sep, value = text.partition("=")
+    if not sep or "." not in key:
+        raise argparse.ArgumentTypeError(f"expected <method or metric>.<option>=<value>, got {text!r}")
+    return key.strip(), value
+
+
+def _add_dataset_args(p: argparse.ArgumentParser, split_default: str = "test") -> None:
+    p.add_argument("--dataset", default="demo", metavar="NAME[:ARG]",
+                   help="demo | video:<file> | cmlr:<root> | lrs2:<root> (default: demo, the embedded clip)")
+    p.add_argument("--split", default=split_default,
+                   help=f"which split to use, or 'all' where allowed (default: {split_default})")
+    p.add_argument("--limit", type=int, default=None, metavar="N",
+                   help="use at most N test clips (and proportionally few training clips)")
+    p.add_argument("--subjects", type=_csv, default=(), metavar="A,B",
+                   help="keep only these subjects, e.g. CMLR speakers s1,s4 (default: all)")
+
+
+def _add_progress_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--progress", choices=("auto", "rich", "log", "off"), default="auto",
+                   help="progress display: rich bars on a terminal, plain log lines otherwise (default: auto)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="bench", description="talkbench: lip-sync, image quality and speed of talking-head methods.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="Weights go in $TALKBENCH_WEIGHTS (default ~/.cache/talkbench/weights); caches in "
+               "$TALKBENCH_CACHE (default ~/.cache/talkbench/cache). See README.md.")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    p = sub.add_parser("run", help="generate and score videos for every method; write results and a report",
+                       description="Dataset -> recipe stages -> fit -> generate (self- and cross-driven) -> "
+                                   "metrics -> runs/<run-id>/. Rerunning the same command resumes.")
+    p.add_argument("--methods", type=_csv, default=("all",), metavar="all|A,B",
+                   help="methods to run; 'all' = every available one, unavailable ones are listed with the reason")
+    p.add_argument("--metrics", type=_csv, default=("all",), metavar="all|A,B",
+                   help="metric families to compute (default: all; unavailable ones are reported with the reason)")
+    _add_dataset_args(p)
+    p.add_argument("--budget", default="quick", metavar="SPEC",
+                   help="training budget: quick | standard | full, optionally with steps=N and/or minutes=M, "
+                        "e.g. 'standard,minutes=30' (default: quick, sized for the demo on 2 CPU cores)")
+    p.add_argument("--seed", type=int, default=0, help="seed for training and generation (default: 0)")
+    p.add_argument("--no-cross", dest="cross", action="store_false",
+                   help="skip cross-driven requests (another clip's audio)")
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (default: auto)")
+    p.add_argument("--precision", choices=("fp32", "bf16", "amp"), default="fp32",
+                   help="numeric precision for methods that support it (default: fp32)")
+    p.add_argument("--set", dest="overrides", type=_set_pair, action="append", default=[], metavar="NAME.KEY=VALUE",
+                   help="set a method or metric option, e.g. --set wav2lip.checkpoint=/w/wav2lip_gan.pth (repeatable)")
+    p.add_argument("--runs-dir", type=Path, default=Path("runs"), help="where run folders go (default: ./runs)")
+    p.add_argument("--run-id", default=None,
+                   help="run folder name (default: <dataset>-<hash of the configuration>, so the same command resumes)")
+    p.add_argument("--strip-frames", type=int, default=4, help="frames per report strip (default: 4)")
+    p.add_argument("--no-previews", dest="preview_videos", action="store_false",
+                   help="do not write preview mp4s for the report")
+    p.add_argument("--no-report", dest="report", action="store_false", help="do not build the HTML report")
+    p.add_argument("--workers", type=int, default=2, help="parallel workers for data preparation (default: 2)")
+    _add_progress_arg(p)
+
+    p = sub.add_parser("prepare", help="run recipe stages only (cached), e.g. before a long run",
+                       description="Compute and cache the recipe stages for a dataset's clips.")
+    _add_dataset_args(p, split_default="all")
+    p.add_argument("--stages", type=_csv, default=(), metavar="A,B",
+                   help="stages to run (default: those the chosen methods need)")
+    p.add_argument("--methods", type=_csv, default=("all",), metavar="all|A,B",
+                   help="prepare the stages these methods need (default: all available)")
+    p.add_argument("--workers", type=int, default=2, help="parallel workers (default: 2)")
+    p.add_argument("--debug-dir", type=Path, default=None,
+                   help="also write overlay PNGs (landmarks, boxes, crops, segmentation) for a few frames per clip")
+    _add_progress_arg(p)
+
+    p = sub.add_parser("list", help="methods, metrics, datasets, stages and weights, with availability",
+                       description="Everything the suite knows, each 'available' or the exact reason it is not.")
+    p.add_argument("what", nargs="?", choices=("all", "methods", "metrics", "datasets", "stages", "weights"),
+                   default="all", help="what to list (default: all)")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+
+    p = sub.add_parser("report", help="build report.html from one or more runs (several machines merge)",
+                       description="Build one self-contained HTML report from run folders.")
+    p.add_argument("runs", nargs="+", type=Path, help="run folders (runs/<run-id>)")
+    p.add_argument("--out", type=Path, default=None, help="output folder (default: <first run>/report)")
+    _add_progress_arg(p)
+
+    p = sub.add_parser("env", help="hardware fingerprint and package versions as recorded in manifests",
+                       description="Print this machine's hardware fingerprint and the versions of relevant packages.")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    return parser
+
+
+# ---------------------------------------------------------------------------------------- commands
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from bench.config import RunConfig
+    from bench.progress import Progress
+    from bench.runner import run
+
+    config = RunConfig(
+        dataset=args.dataset, methods=args.methods, metrics=args.metrics, split=args.split, budget=args.budget,
+        seed=args.seed, limit=args.limit, subjects=args.subjects, cross=args.cross, device=args.device,
+        precision=args.precision, overrides=tuple(args.overrides), strip_frames=args.strip_frames,
+        preview_videos=args.preview_videos, runs_dir=args.runs_dir, run_id=args.run_id, workers=args.workers,
+        report=args.report)
+    outcome = run(config, command=["bench", *sys.argv[1:]], progress=Progress(args.progress))
+    print(f"results: {outcome.run_dir / 'results.parquet'} ({len(outcome.results)} rows; "
+          f"{outcome.done} videos made, {outcome.skipped} already done)")
+    if outcome.report:
+        print(f"report:  {outcome.report}")
+    return 0
+
+
+def cmd_prepare(args: argparse.Namespace) -> int:
+    from bench.cache import Cache
+    from bench.progress import Progress
+    from bench.runner import resolve_device, resolve_methods
+    from data_recipes.datasets import DatasetOptions, load
+    from data_recipes.recipe import Recipe, stage_order
+
+    progress = Progress(args.progress)
+    dataset = load(args.dataset, DatasetOptions(limit=args.limit, subjects=args.subjects))
+    clips = list(dataset.clips) if args.split == "all" else list(dataset.split(args.split))
+    recipe = Recipe(Cache(), progress)
+    if args.stages:
+        stages = list(args.stages)
+    else:
+        chosen = [m for m in resolve_methods(args.methods, {}, resolve_device("auto"), recipe) if m.availability.ok]
+        stages = sorted({s for m in chosen for s in m.spec.stages})
+    order = stage_order(stages)
+    for s in order:
+        a = recipe.availability(s)
+        if not a.ok:
+            print(f"error: stage {s!r} is unavailable: {a.reason}", file=sys.stderr)
+            return 1
+    with progress:
+        failures = _prepare_clips(recipe, clips, order, args.workers, progress)
+        if args.debug_dir:
+            from data_recipes.debug import write_overlays
+
+            for clip in progress.track(clips, "debug overlays"):
+                if clip.id not in failures:
+                    write_overlays(recipe.prepare(clip), order, args.debug_dir)
+    print(f"prepared {len(clips) - len(failures)}/{len(clips)} clips: stages {', '.join(order)}")
+    for cid, err in failures.items():
+        print(f"  failed {cid}: {err}", file=sys.stderr)
+    if args.debug_dir:
+        print(f"overlays: {args.debug_dir}")
+    return 0 if not failures else 1
+
+
+def _prepare_clips(recipe, clips, stages, workers, progress) -> dict[str, str]:
+    try:
+        from data_recipes.prepare import prepare_all
+    except ImportError:
+        prepare_all = None
+    if prepare_all is not None:
+        return prepare_all(recipe, clips, stages, workers=workers, progress=progress)
+    failures: dict[str, str] = {}
+    for clip in progress.track(clips, "prepare"):
+        for s in stages:
+            try:
+                recipe.output(clip, s)
+            except Exception as e:
+                failures[clip.id] = f"{s}: {type(e).__name__}: {e}"
+                break
+    return failures
+
+
+def list_entries(what: str = "all") -> dict[str, list[dict[str, Any]]]:
+    """Everything `bench list` shows, as data (also used by tests and reports)."""
+    from bench.availability import Availability
+    from bench.registry import method_registry, metric_registry
+    from bench.runner import resolve_device, resolve_methods, resolve_metrics
+
+    out: dict[str, list[dict[str, Any]]] = {}
+    if what in ("all", "methods"):
+        from bench.cache import Cache
+        from data_recipes.recipe import Recipe
+
+        origins = {e.name: e.origin for e in method_registry().entries().values()}
+        rows = []
+        for m in resolve_methods(["all"], {}, resolve_device("auto"), Recipe(Cache())):
+            spec = m.spec
+            rows.append({"name": m.name, "available": m.availability.ok, "reason": m.availability.reason,
+                         "origin": origins.get(m.name, ""),
+                         "description": spec.description if spec else "",
+                         "kind": spec.kind if spec else "", "fit": spec.fit_scope if spec else ""})
+        out["methods"] = rows
+    if what in ("all", "metrics"):
+        origins = {e.name: e.origin for e in metric_registry().entries().values()}
+        rows = []
+        for m in resolve_metrics(["all"], {}):
+            spec = m.spec
+            rows.append({"name": m.name, "available": m.availability.ok, "reason": m.availability.reason,
+                         "origin": origins.get(m.name, ""),
+                         "values": [v.name for v in spec.values] if spec else [],
+                         "published": spec.published if spec else True,
+                         "description": spec.description if spec else ""})
+        out["metrics"] = rows
+    if what in ("all", "datasets"):
+        from data_recipes.datasets import DATASETS, availability
+
+        rows = []
+        for name, spec in sorted(DATASETS.items()):
+            a = availability(spec, None) if not spec.argument else Availability.no(
+                f"give its location: --dataset {name}:{spec.argument}")
+            rows.append({"name": name + (f":{spec.argument}" if spec.argument else ""),
+                         "available": a.ok, "reason": a.reason, "description": spec.description})
+        out["datasets"] = rows
+    if what in ("all", "stages"):
+        from bench.cache import Cache
+        from data_recipes.recipe import STAGES, Recipe
+
+        recipe = Recipe(Cache())
+        rows = []
+        for name, spec in STAGES.items():
+            try:
+                a = recipe.availability(name)
+            except Exception as e:  # a stage whose module is not written yet, or broken
+                a = Availability.no(f"cannot load: {type(e).__name__}: {e}")
+            rows.append({"name": name, "available": a.ok, "reason": a.reason, "description": spec.description})
+        out["stages"] = rows
+    if what in ("all", "weights"):
+        from bench import weights as w
+
+        rows = []
+        for spec in known_weights():
+            found = w.find(spec)
+            rows.append({"name": spec.filename, "available": found is not None,
+                         "reason": "" if found else spec.missing_message(), "path": str(found or ""),
+                         "description": spec.description})
+        out["weights"] = rows
+    return out
+
+
+def known_weights():
+    """Every WeightSpec the built-in methods and metrics declare (modules expose WEIGHTS tuples)."""
+    import importlib
+
+    specs = []
+    for module in ("metrics.lpips.metric", "metrics.sync.metric", "methods.wav2lip.weights",
+                   "data_recipes.faces.stage", "data_recipes.audio.hubert", "data_recipes.threedmm.stage"):
+        try:
+            specs.extend(getattr(importlib.import_module(module), "WEIGHTS", ()))
+        except Exception:
+            continue
+    return specs
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    data = list_entries(args.what)
+    if args.json:
+        print(json.dumps(data, indent=1))
+        return 0
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console(soft_wrap=False)
+    for section, rows in data.items():
+        table = Table(title=section, show_lines=False, title_justify="left", expand=False)
+        table.add_column("name", no_wrap=True)
+        table.add_column("status", no_wrap=True)
+        table.add_column("details")
+        for r in rows:
+            status = "[green]available[/green]" if r["available"] else "[red]unavailable[/red]"
+            detail = r["description"] if r["available"] else r["reason"]
+            if section == "metrics" and r.get("values"):
+                detail = f"{', '.join(r['values'])} - {detail}"
+            table.add_row(r["name"], status, _rich_escape(detail))
+        console.print(table)
+    return 0
+
+
+def _rich_escape(text: str) -> str:
+    from rich.markup import escape
+
+    return escape(text)
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from bench.progress import Progress
+    from reports.build import build_report
+
+    for r in args.runs:
+        if not (r / "manifest.json").is_file():
+            print(f"error: {r} is not a run folder (no manifest.json)", file=sys.stderr)
+            return 1
+    progress = Progress(args.progress)
+    with progress:
+        path = build_report(list(args.runs), out_dir=args.out, progress=progress)
+    print(f"report: {path}")
+    return 0
+
+
+def cmd_env(args: argparse.Namespace) -> int:
+    from bench.hardware import fingerprint, package_versions
+    from bench.paths import cache_dir, weights_dir
+
+    data = {"hardware": fingerprint(), "packages": package_versions(),
+            "weights_dir": str(weights_dir()), "cache_dir": str(cache_dir())}
+    if args.json:
+        print(json.dumps(data, indent=1))
+        return 0
+    hw = data["hardware"]
+    print(f"hardware: {hw['label']} (id {hw['id']})")
+    print(f"memory:   {hw['memory_gb']} GB; platform {hw['platform']}; python {hw['python']}")
+    print(f"torch:    {hw['torch']}; CUDA {hw['cuda'] or 'not available'}")
+    print(f"weights:  {data['weights_dir']}")
+    print(f"cache:    {data['cache_dir']}")
+    print("packages: " + ", ".join(f"{k} {v}" for k, v in data["packages"].items()))
+    return 0
+
+
+COMMANDS = {"run": cmd_run, "prepare": cmd_prepare, "list": cmd_list, "report": cmd_report, "env": cmd_env}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not args.command:
+        parser.print_help()
+        return EXIT_USAGE
+    from bench.config import ConfigError
+    from bench.registry import UnknownName
+    from bench.runner import RunError
+    from data_recipes.clip import DatasetError
+
+    try:
+        return COMMANDS[args.command](args)
+    except (UnknownName, RunError, DatasetError, ConfigError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("interrupted: finished videos are saved; rerun the same command to continue", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

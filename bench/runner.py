@@ -1,0 +1,714 @@
+"""The runner: dataset -> recipe stages -> fit -> generate (self and cross) -> metrics -> results.
+
+Every (method, request) is finished as a unit: its video is generated (or read from the
+content-addressed cache), scored by every metric, its preview samples written, and then its rows are
+written atomically to `parts/<method>/<request_key>.parquet`. A rerun of the same command finds those
+parts and skips them, so a crash or Ctrl-C loses at most the unit in flight. Generated frames are
+cached losslessly by content (method, config, weights, request inputs, seed), so adding a metric and
+rerunning under a new run id scores the same videos without regenerating them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import shutil
+import sys
+import time
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+import numpy as np
+
+from bench import manifest as mf
+from bench.availability import Availability
+from bench.cache import Cache, atomic_write_text, content_key
+from bench.config import ConfigError, RunConfig, apply_overrides, split_overrides, to_jsonable
+from bench.layout import GROUND_TRUTH, RunLayout
+from bench.method import Budget, FitReport, GenerateRequest, GenerateResult, Method, MethodContext, MethodSpec
+from bench.progress import Progress
+from bench.registry import UnknownName, method_registry, metric_registry
+from bench.results import ResultRow, collect_parts, extra_json, to_frame, write_csv, write_parquet
+from data_recipes.clip import Clip, Dataset
+from data_recipes.recipe import PreparedClip, Recipe, StageUnavailable
+from metrics.base import Metric, MetricContext, MetricSpec, Sample, Score
+
+# Stages prepared for every target clip whatever the methods need: faces give the mouth boxes of
+# the report's frame strips. A clip where they fail still runs (the strip just has no zoom).
+REPORT_STAGES = ("faces",)
+
+
+class RunError(RuntimeError):
+    """The run cannot start as configured; the message says why and what to change."""
+
+
+@dataclass
+class Resolved:
+    """A method or metric after resolution: its class, typed config and availability here."""
+
+    name: str
+    cls: Any
+    config: Any
+    availability: Availability
+    spec: Any = None
+    explicit: bool = False
+
+
+@dataclass(frozen=True)
+class Request:
+    id: str
+    kind: str
+    target: Clip
+    driving: Clip
+
+
+@dataclass
+class RunOutcome:
+    run_dir: Path
+    results: Any
+    manifest: dict[str, Any]
+    report: Path | None = None
+    skipped: int = 0
+    done: int = 0
+
+
+@dataclass
+class _Phases:
+    seconds: dict[str, float] = field(default_factory=dict)
+
+    def add(self, phase: str, t0: float) -> None:
+        self.seconds[phase] = self.seconds.get(phase, 0.0) + time.monotonic() - t0
+
+
+# ----------------------------------------------------------------------------------------- resolving
+
+
+def resolve_device(device: str) -> str:
+    if device != "auto":
+        return device
+    try:
+        import torch
+
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    except ImportError:
+        return "cpu"
+
+
+def _names(requested: Sequence[str], known: list[str]) -> tuple[list[str], bool]:
+    if list(requested) == ["all"] or not requested:
+        return known, False
+    return list(dict.fromkeys(requested)), True
+
+
+def resolve_methods(requested: Sequence[str], overrides: dict[str, dict[str, str]], device: str,
+                    recipe: Recipe | None = None) -> list[Resolved]:
+    reg = method_registry()
+    names, explicit = _names(requested, reg.names())
+    out = []
+    for name in names:
+        reg.entry(name)  # UnknownName with a suggestion
+        try:
+            cls = reg.load(name)
+        except Exception as e:  # a broken optional dependency must not break the whole suite
+            out.append(Resolved(name, None, None, Availability.no(f"cannot import: {type(e).__name__}: {e}"),
+                                explicit=explicit))
+            continue
+        spec: MethodSpec = cls.spec
+        config = apply_overrides(spec.config(), overrides.get(name, {}), f"method {name}")
+        avail = cls.availability(config)
+        if avail.ok and spec.needs_gpu and not device.startswith("cuda"):
+            avail = Availability.no("needs a CUDA GPU (run with --device cuda on a GPU machine)")
+        if avail.ok and recipe is not None:
+            for stage in spec.stages:
+                a = recipe.availability(stage)
+                if not a.ok:
+                    avail = Availability.no(f"recipe stage '{stage}' unavailable: {a.reason}")
+                    break
+        out.append(Resolved(name, cls, config, avail, spec, explicit))
+    return out
+
+
+def resolve_metrics(requested: Sequence[str], overrides: dict[str, dict[str, str]]) -> list[Resolved]:
+    reg = metric_registry()
+    names, explicit = _names(requested, reg.names())
+    out = []
+    for name in names:
+        reg.entry(name)
+        try:
+            cls = reg.load(name)
+        except Exception as e:
+            out.append(Resolved(name, None, None, Availability.no(f"cannot import: {type(e).__name__}: {e}"),
+                                explicit=explicit))
+            continue
+        spec: MetricSpec = cls.spec
+        config = apply_overrides(spec.config(), overrides.get(name, {}), f"metric {name}")
+        out.append(Resolved(name, cls, config, cls.availability(config), spec, explicit))
+    return out
+
+
+def build_requests(dataset: Dataset, split: str, cross: bool) -> list[Request]:
+    clips = dataset.split(split)
+    if not clips:
+        have = sorted({c.split for c in dataset.clips})
+        raise RunError(f"dataset {dataset.name!r} has no clips in split {split!r} (it has: {', '.join(have)})")
+    requests = [Request(c.id, "self", c, c) for c in clips]
+    if cross:
+        in_split = {c.id for c in clips}
+        for p in dataset.pairs:
+            if p.video_clip in in_split:
+                requests.append(Request(f"{p.video_clip} <- {p.audio_clip}", "cross",
+                                        dataset.clip(p.video_clip), dataset.clip(p.audio_clip)))
+    return requests
+
+
+def default_run_id(config: RunConfig) -> str:
+    name = config.dataset.partition(":")[0]
+    return f"{name}-{content_key('run', config.identity())[:10]}"
+
+
+def dataset_summary(dataset: Dataset, recipe: Recipe, argument: str | None) -> dict[str, Any]:
+    fingerprints = [[c.id, c.split, c.subject, recipe.clip_fingerprint(c)] for c in dataset.clips]
+    splits: dict[str, int] = {}
+    for c in dataset.clips:
+        splits[c.split] = splits.get(c.split, 0) + 1
+    return {
+        "name": dataset.name, "argument": argument, "description": dataset.description,
+        "content_hash": content_key("dataset", fingerprints, [[p.video_clip, p.audio_clip] for p in dataset.pairs]),
+        "clips": len(dataset.clips), "splits": splits, "pairs": len(dataset.pairs),
+        "sync_protocol": dataset.sync_protocol, "source": dataset.source, "notes": list(dataset.notes),
+    }
+
+
+# ------------------------------------------------------------------------------------------ rows
+
+
+def _rows_for(scores: dict[str, Score], spec: MetricSpec, base: dict[str, Any], n_frames: int) -> list[ResultRow]:
+    rows = []
+    for v in spec.values:
+        s = scores.get(v.name) or Score.missing("failed", f"metric returned no value for {v.name}")
+        value = s.value if s.status == "ok" else float("nan")
+        rows.append(ResultRow(**base, metric=v.name, family=spec.name, value=value, status=s.status,
+                              reason=s.reason, unit=v.unit, better=v.better, published=spec.published,
+                              n_frames=n_frames, extra=extra_json(dict(s.extra))))
+    return rows
+
+
+def _missing_rows(metrics: Iterable[Resolved], base: dict[str, Any], status: str, reason: str,
+                  kind: str) -> list[ResultRow]:
+    rows = []
+    for m in metrics:
+        if m.spec is None or (m.spec.needs_ground_truth and kind != "self"):
+            continue
+        rows.extend(_rows_for({v.name: Score.missing(status, reason) for v in m.spec.values}, m.spec, base, 0))
+    return rows
+
+
+def _write_part(layout: RunLayout, method: str, request_id: str, rows: list[ResultRow]) -> None:
+    path = layout.part(method, request_id)
+    write_parquet(path, to_frame(rows))
+
+
+# ------------------------------------------------------------------------------------------ samples
+
+
+def strip_indices(num_frames: int, k: int) -> list[int]:
+    """The same frame indices for every method: spread over the clip, away from the last frames
+    (Wav2Lip's mel rule may return a few frames fewer)."""
+    last = max(num_frames - 6, 0)
+    return sorted({int(round(x)) for x in np.linspace(0, last, max(k, 1))})
+
+
+def _mouth_boxes(target: PreparedClip, indices: list[int]) -> dict[str, list[float]]:
+    try:
+        if not target.recipe.is_cached(target.clip, "faces"):
+            return {}
+        lm = target.stage("faces").array("landmarks68", mmap=True)
+    except Exception:
+        return {}
+    boxes = {}
+    for i in indices:
+        if i < len(lm) and not np.isnan(lm[i, 48:68]).any():
+            pts = lm[i, 48:68]
+            x1, y1 = pts.min(axis=0)
+            x2, y2 = pts.max(axis=0)
+            pad = 0.35 * max(x2 - x1, y2 - y1)
+            boxes[str(i)] = [float(x1 - pad), float(y1 - pad), float(x2 + pad), float(y2 + pad)]
+    return boxes
+
+
+def write_samples(folder: Path, frames: np.ndarray, audio: np.ndarray | None, indices: list[int],
+                  info: dict[str, Any], preview: bool) -> None:
+    """Strip frames as PNG and a small browser-playable preview; sample.json written last."""
+    import cv2
+
+    folder.mkdir(parents=True, exist_ok=True)
+    files = []
+    used = []
+    for i in indices:
+        j = min(i, len(frames) - 1)
+        name = f"frame_{i:05d}.png"
+        cv2.imwrite(str(folder / name), cv2.cvtColor(frames[j], cv2.COLOR_RGB2BGR))
+        files.append(name)
+        used.append(i)
+    video = None
+    if preview and len(frames):
+        try:
+            from data_recipes.media import write_video
+
+            small = _downscale(frames, 256)
+            write_video(folder / "video.mp4", small, fps=25, audio=audio, sample_rate=16000)
+            video = "video.mp4"
+        except Exception as e:  # a preview is a convenience; never lose a scored result over it
+            info = {**info, "video_error": f"{type(e).__name__}: {e}"}
+    atomic_write_text(folder / "sample.json", json.dumps(
+        {**info, "frame_indices": used, "files": files, "video": video}, indent=1, default=str))
+
+
+def _downscale(frames: np.ndarray, max_side: int) -> np.ndarray:
+    import cv2
+
+    h, w = frames.shape[1:3]
+    scale = max_side / max(h, w)
+    if scale >= 1:
+        return frames
+    size = (max(2, int(round(w * scale / 2)) * 2), max(2, int(round(h * scale / 2)) * 2))
+    return np.stack([cv2.resize(f, size, interpolation=cv2.INTER_AREA) for f in frames])
+
+
+# ------------------------------------------------------------------------------ generated-video cache
+
+
+def _save_generated(folder: Path, result: GenerateResult) -> None:
+    from data_recipes.media import write_video
+
+    write_video(folder / "frames.mkv", result.frames, fps=25, lossless=True)
+    (folder / "result.json").write_text(json.dumps({
+        "timings": result.timings, "frames_without_face": result.frames_without_face,
+        "info": result.info, "shape": list(result.frames.shape)}, default=str))
+
+
+def _load_generated(folder: Path) -> GenerateResult:
+    from data_recipes.media import read_video_frames
+
+    meta = json.loads((folder / "result.json").read_text())
+    frames = read_video_frames(folder / "frames.mkv")
+    if list(frames.shape) != meta["shape"]:
+        raise RuntimeError(f"cached video {folder} has shape {frames.shape}, expected {meta['shape']}")
+    return GenerateResult(frames=frames, timings=meta["timings"], frames_without_face=meta["frames_without_face"],
+                          info={**meta["info"], "from_cache": True})
+
+
+# ---------------------------------------------------------------------------------------------- run
+
+
+class Runner:
+    """One invocation of `bench run`. Build with a RunConfig, call `run()`."""
+
+    def __init__(self, config: RunConfig, command: list[str] | None = None, progress: Progress | None = None,
+                 cache: Cache | None = None):
+        self.config = config
+        self.command = command if command is not None else list(sys.argv)
+        self.progress = progress or Progress()
+        self.cache = cache or Cache()
+        self.device = resolve_device(config.device)
+        self.phases = _Phases()
+
+    # -- setup
+
+    def _setup(self) -> None:
+        from data_recipes.datasets import DatasetOptions, load, parse
+
+        cfg = self.config
+        try:
+            self.overrides = split_overrides(cfg.overrides)
+            Budget.parse(cfg.budget)
+        except (ConfigError, ValueError) as e:
+            raise RunError(str(e)) from e
+        self.budget = Budget.parse(cfg.budget)
+        _, self.dataset_argument = parse(cfg.dataset)
+        self.dataset = load(cfg.dataset, DatasetOptions(limit=cfg.limit, subjects=cfg.subjects))
+        self.recipe = Recipe(self.cache, self.progress)
+        self.methods = resolve_methods(cfg.methods, self.overrides, self.device, self.recipe)
+        self.metrics = resolve_metrics(cfg.metrics, self.overrides)
+        known = {m.name for m in self.methods} | {m.name for m in self.metrics}
+        for owner in self.overrides:
+            if owner not in known:
+                raise RunError(f"--set {owner}.*: no method or metric named {owner!r} in this run")
+        bad = [m for m in self.methods if m.explicit and not m.availability.ok]
+        if bad:
+            raise RunError("; ".join(f"method {m.name!r} is unavailable: {m.availability.reason}" for m in bad))
+        if not any(m.availability.ok for m in self.methods):
+            raise RunError("no method is available to run")
+        self.requests = build_requests(self.dataset, cfg.split, cfg.cross)
+        self.run_id = cfg.run_id or default_run_id(cfg)
+        self.layout = RunLayout(Path(cfg.runs_dir) / self.run_id)
+
+    def _open_manifest(self) -> dict[str, Any]:
+        from bench.hardware import fingerprint, package_versions
+
+        identity = content_key("run", self.config.identity())
+        hardware = fingerprint()
+        if self.layout.manifest.exists():
+            m = mf.read(self.layout.manifest)
+            if m.get("identity") != identity:
+                raise RunError(f"{self.layout.root} holds a run made with a different configuration; "
+                               "choose another --run-id or remove that folder")
+            if m.get("hardware", {}).get("id") != hardware["id"]:
+                raise RunError(f"{self.layout.root} was started on other hardware ({m['hardware'].get('label')}); "
+                               "its timings would mix machines: use another --run-id")
+            self.progress.log(f"resuming run {self.run_id} ({self.layout.root})")
+        else:
+            m = mf.new(self.run_id, self.command, to_jsonable(self.config), self.config.seed, hardware,
+                       package_versions())
+            m["identity"] = identity
+        m["status"] = "running"
+        m["invocations"] = int(m.get("invocations", 0)) + 1
+        m["device"] = self.device
+        m["dataset"] = dataset_summary(self.dataset, self.recipe, self.dataset_argument)
+        for r in self.methods:
+            entry = m["methods"].setdefault(r.name, {"fits": []})
+            entry.update({"available": r.availability.ok, "reason": r.availability.reason,
+                          "config": to_jsonable(r.config), "spec": _spec_json(r.spec)})
+        for r in self.metrics:
+            entry = m["metrics"].setdefault(r.name, {})
+            entry.update({"available": r.availability.ok, "reason": r.availability.reason,
+                          "config": to_jsonable(r.config),
+                          "values": [dataclasses.asdict(v) for v in r.spec.values] if r.spec else [],
+                          "published": bool(r.spec.published) if r.spec else True,
+                          "description": r.spec.description if r.spec else ""})
+        self.layout.root.mkdir(parents=True, exist_ok=True)
+        mf.write(self.layout.manifest, m)
+        return m
+
+    # -- phases
+
+    def _prepare(self) -> dict[str, str]:
+        """Run every needed stage; returns {clip id: error} for clips that cannot be prepared."""
+        t0 = time.monotonic()
+        active = [m for m in self.methods if m.availability.ok]
+        needed: dict[str, tuple[Clip, set[str]]] = {}
+
+        def need(clip: Clip, stages: Iterable[str]) -> None:
+            needed.setdefault(clip.id, (clip, set()))[1].update(stages)
+
+        for r in self.requests:
+            need(r.target, ("normalise", *REPORT_STAGES))
+            need(r.driving, ("normalise",))
+            for m in active:
+                need(r.target, m.spec.stages)
+                need(r.driving, m.spec.stages)
+            for m in self.metrics:
+                if m.availability.ok:
+                    need(r.target, m.spec.stages)
+        train = self.dataset.split("train")
+        for m in active:
+            if m.spec.fit_scope != "none":
+                for c in train:
+                    need(c, m.spec.stages)
+        for m in self.metrics:
+            if m.availability.ok and m.spec.fit_scope == "dataset":
+                for c in train:
+                    need(c, ("normalise", *m.spec.stages))
+        errors: dict[str, str] = {}
+        jobs = [(clip, stage) for clip, stages in needed.values()
+                for stage in _ordered(stages)]
+        for clip, stage in self.progress.track(jobs, "prepare: recipe stages"):
+            if clip.id in errors:
+                continue
+            try:
+                self.recipe.output(clip, stage)
+            except Exception as e:
+                if stage in REPORT_STAGES and stage not in self._required_stages():
+                    self.progress.log(f"note: stage {stage} failed on {clip.id!r} ({e}); continuing without it")
+                    continue
+                errors[clip.id] = f"stage '{stage}' failed: {type(e).__name__}: {e}"
+                self.progress.log(f"error: clip {clip.id!r}: {errors[clip.id]}")
+        self.phases.add("prepare", t0)
+        return errors
+
+    def _required_stages(self) -> set[str]:
+        out: set[str] = set()
+        for m in self.methods:
+            if m.availability.ok:
+                out.update(m.spec.stages)
+        for m in self.metrics:
+            if m.availability.ok:
+                out.update(m.spec.stages)
+        return out
+
+    def _fit_metrics(self, manifest: dict[str, Any], clip_errors: dict[str, str]) -> dict[str, Metric]:
+        instances: dict[str, Metric] = {}
+        train = [c for c in self.dataset.split("train") if c.id not in clip_errors]
+        for m in self.metrics:
+            if not m.availability.ok:
+                continue
+            key = content_key("metric", m.name, to_jsonable(m.config), self.config.seed,
+                              [self.recipe.clip_fingerprint(c) for c in train] if m.spec.fit_scope == "dataset" else [],
+                              self.budget.describe() if m.spec.fit_scope == "dataset" else "")
+            ctx = MetricContext(work_dir=self.cache.scratch(f"metric-fits/{m.name}", key), cache=self.cache,
+                                progress=self.progress, device=self.device, seed=self.config.seed)
+            metric = m.cls(m.config, ctx)
+            if m.spec.fit_scope == "dataset":
+                if not train:
+                    m.availability = Availability.no("needs training clips in the dataset to train its scorer")
+                    manifest["metrics"][m.name].update(available=False, reason=m.availability.reason)
+                    continue
+                t0 = time.monotonic()
+                try:
+                    summary = metric.fit([self.recipe.prepare(c) for c in train], self.budget)
+                except Exception as e:
+                    m.availability = Availability.no(f"training its scorer failed: {type(e).__name__}: {e}")
+                    manifest["metrics"][m.name].update(available=False, reason=m.availability.reason)
+                    self.progress.log(f"error: metric {m.name}: {m.availability.reason}")
+                    continue
+                finally:
+                    self.phases.add("fit", t0)
+                manifest["metrics"][m.name]["fit"] = to_jsonable(summary)
+            weights = metric.weights_used()
+            manifest["metrics"][m.name]["weights"] = weights
+            for w in weights:
+                mf.record_weight(manifest, w.get("role", m.name), w.get("path", ""), w.get("sha256", ""),
+                                 w.get("origin", ""), f"metric:{m.name}")
+            instances[m.name] = metric
+        return instances
+
+    def _groups(self, spec: MethodSpec) -> list[tuple[str, list[Clip], list[Request]]]:
+        reqs = [r for r in self.requests if spec.cross_driven or r.kind == "self"]
+        train = self.dataset.split("train")
+        if spec.fit_scope == "none":
+            return [("none", [], reqs)]
+        if spec.fit_scope == "dataset":
+            return [("dataset", list(train), reqs)]
+        groups = []
+        for subject in sorted({r.target.subject for r in reqs}):
+            groups.append((f"subject:{subject}", [c for c in train if c.subject == subject],
+                           [r for r in reqs if r.target.subject == subject]))
+        return groups
+
+    def _base(self, r: Request, method: str) -> dict[str, Any]:
+        return {"run_id": self.run_id, "dataset": self.dataset.name, "split": self.config.split,
+                "request_id": r.id, "kind": r.kind, "clip_id": r.target.id, "audio_clip": r.driving.id,
+                "subject": r.target.subject, "method": method,
+                "hardware": self._manifest["hardware"]["id"]}
+
+    def _run_method(self, m: Resolved, metrics: dict[str, Metric], clip_errors: dict[str, str],
+                    outcome: RunOutcome) -> None:
+        manifest = self._manifest
+        for scope, train, reqs in self._groups(m.spec):
+            todo = [r for r in reqs if not self.layout.part(m.name, r.id).exists()]
+            outcome.skipped += len(reqs) - len(todo)
+            if not todo:
+                continue
+            train = [c for c in train if c.id not in clip_errors]
+            fit_key = content_key("fit", m.name, m.spec.version, to_jsonable(m.config), scope, self.config.seed,
+                                  self.budget.describe() if m.spec.fit_scope != "none" else "",
+                                  [self.recipe.clip_fingerprint(c) for c in train])
+            ctx = MethodContext(work_dir=self.cache.scratch(f"fits/{m.name}", fit_key), cache=self.cache,
+                                progress=self.progress, device=self.device, seed=self.config.seed,
+                                precision=self.config.precision)  # type: ignore[arg-type]
+            method: Method = m.cls(m.config, ctx)
+            t0 = time.monotonic()
+            try:
+                report = method.fit([self.recipe.prepare(c) for c in train], self.budget)
+            except Exception as e:
+                reason = f"fit failed ({scope}): {type(e).__name__}: {e}"
+                self.progress.log(f"error: method {m.name}: {reason}")
+                traceback.print_exc(file=sys.stderr)
+                for r in todo:
+                    _write_part(self.layout, m.name, r.id,
+                                _missing_rows(self.metrics, self._base(r, m.name), "failed", reason, r.kind))
+                continue
+            finally:
+                self.phases.add("fit", t0)
+            self._record_fit(m.name, scope, report)
+            weights_id = [w.sha256 for w in report.weights]
+            for r in self.progress.track(todo, f"{m.name}: generate + score ({scope})"):
+                self._run_request(m, method, r, fit_key, weights_id, metrics, clip_errors)
+                outcome.done += 1
+            mf.write(self.layout.manifest, manifest)
+
+    def _record_fit(self, method: str, scope: str, report: FitReport) -> None:
+        manifest = self._manifest
+        fits = [f for f in manifest["methods"][method].get("fits", []) if f.get("scope") != scope]
+        fits.append({"scope": scope, **to_jsonable(dataclasses.asdict(report))})
+        manifest["methods"][method]["fits"] = fits
+        for w in report.weights:
+            mf.record_weight(manifest, w.role, w.path, w.sha256, w.origin, f"method:{method}", w.note)
+        mf.write(self.layout.manifest, manifest)
+
+    def _run_request(self, m: Resolved, method: Method, r: Request, fit_key: str, weights_id: list[str],
+                     metrics: dict[str, Metric], clip_errors: dict[str, str]) -> None:
+        base = self._base(r, m.name)
+        for clip in {r.target.id, r.driving.id}:
+            if clip in clip_errors:
+                _write_part(self.layout, m.name, r.id,
+                            _missing_rows(self.metrics, base, "failed", f"clip {clip!r}: {clip_errors[clip]}", r.kind))
+                return
+        target, driving = self.recipe.prepare(r.target), self.recipe.prepare(r.driving)
+        request = GenerateRequest(r.id, r.kind, target, driving, seed=self.config.seed)  # type: ignore[arg-type]
+        gen_key = content_key("generate", m.name, m.spec.version, fit_key, weights_id, r.kind,
+                              self.recipe.clip_fingerprint(r.target), self.recipe.clip_fingerprint(r.driving),
+                              self.config.seed)
+        t0 = time.monotonic()
+        try:
+            result = self._generate(method, request, m.name, gen_key)
+        except Exception as e:
+            self.phases.add("generate", t0)
+            reason = f"generate failed: {type(e).__name__}: {e}"
+            self.progress.log(f"error: {m.name} on {r.id!r}: {reason}")
+            traceback.print_exc(file=sys.stderr)
+            _write_part(self.layout, m.name, r.id, _missing_rows(self.metrics, base, "failed", reason, r.kind))
+            return
+        self.phases.add("generate", t0)
+
+        t0 = time.monotonic()
+        n = min(len(result.frames), request.num_frames)
+        generated = result.frames[:n]
+        gt = target.frames(0, n) if r.kind == "self" else None
+        audio = driving.audio()[: n * 640]
+        protocol = self.dataset.sync_protocol
+        sample = Sample(r.id, r.kind, generated, gt, audio, target, protocol, dict(result.timings))  # type: ignore[arg-type]
+        rows: list[ResultRow] = []
+        for mm in self.metrics:
+            if mm.spec is not None and mm.spec.needs_ground_truth and r.kind != "self":
+                continue
+            if mm.name not in metrics:
+                rows.extend(_missing_rows([mm], base, "unavailable", mm.availability.reason or "not loaded", r.kind))
+                continue
+            try:
+                scores = metrics[mm.name].score(sample)
+            except Exception as e:
+                reason = f"{type(e).__name__}: {e}"
+                self.progress.log(f"error: metric {mm.name} on {m.name}/{r.id!r}: {reason}")
+                scores = {v.name: Score.missing("failed", reason) for v in mm.spec.values}
+            rows.extend(_rows_for(scores, mm.spec, base, n))
+        self.phases.add("score", t0)
+
+        indices = strip_indices(request.num_frames, self.config.strip_frames)
+        info = {"request_id": r.id, "kind": r.kind, "clip_id": r.target.id, "audio_clip": r.driving.id,
+                "mouth_boxes": _mouth_boxes(target, indices), "frames_without_face": result.frames_without_face,
+                "n_frames": n}
+        write_samples(self.layout.samples(m.name, r.id), generated, audio, indices,
+                      {**info, "method": m.name}, self.config.preview_videos)
+        if gt is not None and not (self.layout.samples(GROUND_TRUTH, r.id) / "sample.json").exists():
+            write_samples(self.layout.samples(GROUND_TRUTH, r.id), gt, audio, indices,
+                          {**info, "method": GROUND_TRUTH}, self.config.preview_videos)
+        _write_part(self.layout, m.name, r.id, rows)
+
+    def _generate(self, method: Method, request: GenerateRequest, name: str, key: str) -> GenerateResult:
+        ns = f"generated/{name}"
+        if self.cache.has(ns, key):
+            try:
+                return _load_generated(self.cache.entry(ns, key))
+            except Exception as e:  # a damaged cache entry is regenerated, not trusted
+                self.progress.log(f"note: cached video for {name}/{request.id!r} unreadable ({e}); regenerating")
+                shutil.rmtree(self.cache.entry(ns, key), ignore_errors=True)
+        _seed_everything(request.seed)
+        result = method.generate(request)
+        with self.cache.write(ns, key) as tmp:
+            _save_generated(tmp, result)
+        return result
+
+    # -- entry
+
+    def run(self) -> RunOutcome:
+        t_start = time.monotonic()
+        self._setup()
+        with self.progress:
+            self._manifest = manifest = self._open_manifest()
+            outcome = RunOutcome(self.layout.root, None, manifest)
+            try:
+                self.progress.log(f"run {self.run_id}: dataset {self.dataset.name} ({len(self.requests)} requests), "
+                                  f"methods {', '.join(m.name for m in self.methods if m.availability.ok)}")
+                for m in self.methods:
+                    if not m.availability.ok:
+                        self.progress.log(f"  unavailable method {m.name}: {m.availability.reason}")
+                for m in self.metrics:
+                    if not m.availability.ok:
+                        self.progress.log(f"  unavailable metric {m.name}: {m.availability.reason}")
+                clip_errors = self._prepare()
+                manifest["clip_errors"] = clip_errors
+                metrics = self._fit_metrics(manifest, clip_errors)
+                for m in self.methods:
+                    if m.availability.ok:
+                        self._run_method(m, metrics, clip_errors, outcome)
+                t0 = time.monotonic()
+                results = collect_parts(self.layout.root)
+                write_parquet(self.layout.results_parquet, results)
+                write_csv(self.layout.results_csv, results)
+                outcome.results = results
+                self.phases.add("collect", t0)
+            except KeyboardInterrupt:
+                manifest["status"] = "interrupted"
+                self._close_manifest(manifest, t_start)
+                raise
+            except BaseException as e:
+                manifest["status"] = "failed"
+                manifest["error"] = f"{type(e).__name__}: {e}"
+                self._close_manifest(manifest, t_start)
+                raise
+            manifest["status"] = "complete"
+            manifest.pop("error", None)
+            self._close_manifest(manifest, t_start)
+            if self.config.report:
+                outcome.report = self._report()
+            mf.write(self.layout.manifest, manifest)
+        return outcome
+
+    def _close_manifest(self, manifest: dict[str, Any], t_start: float) -> None:
+        for phase, seconds in self.phases.seconds.items():
+            mf.add_phase(manifest, phase, seconds)
+        manifest["last_invocation"] = {"phases": {k: round(v, 3) for k, v in self.phases.seconds.items()},
+                                       "wall_seconds": round(time.monotonic() - t_start, 3)}
+        self.phases.seconds.clear()
+        manifest["finished"] = mf.now_iso()
+        mf.write(self.layout.manifest, manifest)
+
+    def _report(self) -> Path | None:
+        t0 = time.monotonic()
+        try:
+            from reports.build import build_report
+        except ImportError as e:
+            self.progress.log(f"note: no report written (reports unavailable: {e})")
+            return None
+        try:
+            path = build_report([self.layout.root], progress=self.progress)
+        except Exception as e:
+            self.progress.log(f"error: report failed: {type(e).__name__}: {e} (results are saved; "
+                              f"retry with `bench report {self.layout.root}`)")
+            traceback.print_exc(file=sys.stderr)
+            return None
+        mf.add_phase(self._manifest, "report", time.monotonic() - t0)
+        return path
+
+
+def _ordered(stages: set[str]) -> list[str]:
+    from data_recipes.recipe import stage_order
+
+    return stage_order(sorted(stages))
+
+
+def _spec_json(spec: Any) -> dict[str, Any]:
+    if spec is None:
+        return {}
+    d = {f.name: getattr(spec, f.name) for f in dataclasses.fields(spec) if f.name != "config"}
+    return to_jsonable(d)
+
+
+def _seed_everything(seed: int) -> None:
+    """Methods should use their own generators; this is a safety net for those that do not."""
+    np.random.seed(seed % (2**32))
+    try:
+        import torch
+
+        torch.manual_seed(seed)
+    except ImportError:
+        pass
+
+
+def run(config: RunConfig, command: list[str] | None = None, progress: Progress | None = None,
+        cache: Cache | None = None) -> RunOutcome:
+    """Run the benchmark as configured; see the module docstring."""
+    return Runner(config, command, progress, cache).run()
