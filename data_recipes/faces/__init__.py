@@ -51,3 +51,13 @@ class FaceTrack:
     @classmethod
     def load(cls, folder: Path) -> "FaceTrack":
         return cls(**{f.name: np.load(Path(folder) / f"{f.name}.npy", allow_pickle=False) for f in fields(cls)})
+
+
+def detect(frames, config=None, progress=None) -> FaceTrack:
+    """Track the most prominent face in uint8 RGB frames; see `data_recipes.faces.pipeline.detect`.
+
+    `config` is a `data_recipes.faces.stage.FacesConfig` (None: the recipe defaults, MediaPipe).
+    """
+    from data_recipes.faces.pipeline import detect as _detect
+
+    return _detect(frames, config, progress)

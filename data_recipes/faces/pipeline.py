@@ -1,0 +1,92 @@
+"""`detect(frames) -> FaceTrack`: run a face backend over a stream of frames."""
+
+from __future__ import annotations
+
+from typing import Any, Iterable
+
+import numpy as np
+
+from bench.progress import Progress
+from data_recipes.faces import FaceTrack
+from data_recipes.faces.backends import FaceBackend, FrameFace
+from data_recipes.faces.stage import FacesConfig
+from data_recipes.faces.track import GapReport, build_track
+
+
+def make_backend(config: FacesConfig) -> tuple[FaceBackend, dict[str, Any]]:
+    """The configured backend (not yet entered) and manifest info: backend, model path and sha256."""
+    from bench import weights
+    from data_recipes.faces.weights import FACE_LANDMARKER, FAN_2D
+
+    mp_path = weights.locate(FACE_LANDMARKER)
+    info: dict[str, Any] = {"backend": config.backend, "model": str(mp_path),
+                            "model_sha256": weights.sha256_file(mp_path)}
+    mediapipe = _mediapipe(config, mp_path)
+    if config.backend == "mediapipe":
+        info["mode"] = config.mode
+        info["timestamp_stretch"] = config.timestamp_stretch
+        return mediapipe, info
+    if config.backend == "fan":
+        from data_recipes.faces.fan import FanBackend
+
+        fan_path = weights.locate(FAN_2D)
+        info.update(fan_model=str(fan_path), fan_sha256=weights.sha256_file(fan_path))
+        return FanBackend(fan_path, box_source=mediapipe), info
+    raise ValueError(f"unknown face backend {config.backend!r} (mediapipe | fan)")
+
+
+def _mediapipe(config: FacesConfig, path):
+    from data_recipes.faces.backends import MediaPipeBackend
+
+    return MediaPipeBackend(path, mode=config.mode, fps=config.fps, timestamp_stretch=config.timestamp_stretch,
+                            num_faces=config.num_faces, min_detection_confidence=config.min_detection_confidence,
+                            min_presence_confidence=config.min_presence_confidence,
+                            min_tracking_confidence=config.min_tracking_confidence)
+
+
+def detect(frames: Iterable[np.ndarray], config: FacesConfig | None = None,
+           progress: Progress | None = None) -> FaceTrack:
+    """Track the most prominent face in `frames` (uint8 RGB (H, W, 3) each, or one (T, H, W, 3) array).
+
+    Frames are consumed as a stream (a generator works; memory grows only by the landmarks). Frames
+    without a face never raise: short gaps are interpolated, long ones are NaN with present False.
+    """
+    return detect_with_report(frames, config, progress)[0]
+
+
+def detect_with_report(frames: Iterable[np.ndarray], config: FacesConfig | None = None,
+                       progress: Progress | None = None, total: int | None = None,
+                       label: str = "faces") -> tuple[FaceTrack, GapReport, dict[str, Any]]:
+    """`detect` plus the gap report and backend info that the stage writes into meta.json."""
+    from data_recipes.faces.boxes import box_from_landmarks68, box_from_landmarks478
+
+    config = config or FacesConfig()
+    progress = progress or Progress.off()
+    if total is None and hasattr(frames, "__len__"):
+        total = len(frames)  # type: ignore[arg-type]
+    backend, info = make_backend(config)
+    results: list[FrameFace | None] = []
+    with backend, progress.task(label, total) as bar:
+        for i, frame in enumerate(frames):
+            results.append(backend.process(i, frame))
+            bar.advance()
+    n = len(results)
+    detected = np.array([r is not None for r in results], dtype=bool)
+    lm478 = _stack([r.landmarks478 if r else None for r in results], (478, 3)) if backend.has_mesh else None
+    lm68 = None if backend.has_mesh else _stack([r.landmarks68 if r else None for r in results], (68, 2))
+    pose = _stack([r.pose if r else None for r in results], (4, 4))
+    blend_dim = next((len(r.blendshapes) for r in results if r and r.blendshapes is not None), 0)
+    blend = _stack([r.blendshapes if r else None for r in results], (blend_dim,))
+    boxes = (box_from_landmarks478(lm478, config.forehead) if lm478 is not None
+             else box_from_landmarks68(lm68, config.forehead)) if n else np.zeros((0, 4), np.float32)
+    track, report = build_track(lm478, lm68, boxes, pose, blend, detected, config.max_gap)
+    return track, report, info
+
+
+def _stack(items: list[np.ndarray | None], shape: tuple[int, ...]) -> np.ndarray:
+    """(T, *shape) float32 with NaN rows where an item is None."""
+    out = np.full((len(items),) + shape, np.nan, dtype=np.float32)
+    for i, v in enumerate(items):
+        if v is not None:
+            out[i] = v
+    return out
