@@ -1,0 +1,93 @@
+"""One video + its audio -> sync scores with a given SyncNetModel, under either protocol.
+
+Shared by the published LSE metric (official weights) and the suite-trained scorer (its own weights),
+so both see exactly the same inputs.
+
+protocol "lrs" (Wav2Lip's calculate_scores_LRS.py; the videos are face crops already): the whole
+frame goes through the JPEG round trip and is resized to 224x224.
+protocol "tracked" (run_pipeline.py + calculate_scores_real_videos.py): the face is detected and
+tracked, cropped as run_pipeline crops it, then scored the same way (see `metrics.sync.tracked`).
+"""
+
+from __future__ import annotations
+
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable, Literal
+
+import numpy as np
+
+from metrics.sync import inputs, lse
+
+if TYPE_CHECKING:
+    from bench.progress import Progress
+    from data_recipes.faces import FaceTrack
+    from metrics.sync.model import SyncNetModel
+
+Protocol = Literal["lrs", "tracked"]
+MIN_WINDOWS = 1   # one 5-frame window needs 6 usable frames (the official loop drops the last window)
+
+
+class TooShort(ValueError):
+    """The clip has fewer usable frames than one scored window needs."""
+
+
+@dataclass(frozen=True)
+class FeedOptions:
+    """How frames reach the network. batch_size: windows per forward pass (never changes numbers);
+    emulate_codecs: tracked protocol only, apply run_pipeline's intermediate codecs too."""
+
+    batch_size: int = lse.BATCH_SIZE
+    emulate_codecs: bool = True
+    device: str = "cpu"
+    min_windows: int = MIN_WINDOWS
+
+
+def check_length(num_frames: int, num_samples: int, min_windows: int = MIN_WINDOWS) -> int:
+    """Number of windows, or TooShort with the lengths in the message."""
+    windows = lse.num_windows(num_frames, num_samples)
+    if windows < min_windows:
+        usable = lse.usable_length(num_frames, num_samples)
+        need = min_windows + lse.VIDEO_WINDOW
+        raise TooShort(f"{usable} usable frames ({num_frames} frames, {num_samples} audio samples); "
+                       f"sync scoring needs at least {need} (windows = usable - {lse.VIDEO_WINDOW})")
+    return windows
+
+
+def default_detect(frames_rgb: np.ndarray, progress: "Progress | None" = None) -> "FaceTrack":
+    from data_recipes.faces import detect
+
+    return detect(frames_rgb, None, progress)
+
+
+def feed(frames_rgb: np.ndarray, protocol: Protocol, folder: Path, options: FeedOptions,
+         detect: Callable[..., "FaceTrack"] | None = None,
+         progress: "Progress | None" = None) -> tuple[inputs.JpegFrames, dict[str, Any]]:
+    """The frame source the network reads (224x224 BGR after the official file round trips)."""
+    if protocol == "lrs":
+        return inputs.JpegFrames(inputs.write_jpegs(frames_rgb, folder / "jpg")), {}
+    if protocol == "tracked":
+        from metrics.sync import tracked
+
+        track = (detect or default_detect)(frames_rgb, progress)
+        return tracked.tracked_crops(frames_rgb, track.boxes, folder, options.emulate_codecs)
+    raise ValueError(f"unknown sync protocol {protocol!r} (lrs | tracked)")
+
+
+def score_video(model: "SyncNetModel", frames_rgb: np.ndarray, audio: np.ndarray, protocol: Protocol,
+                options: FeedOptions = FeedOptions(), detect: Callable[..., "FaceTrack"] | None = None,
+                progress: "Progress | None" = None) -> tuple[lse.SyncResult, dict[str, Any]]:
+    """Score one video. frames_rgb: (T, H, W, 3) uint8 RGB at 25 fps; audio: float32 mono 16 kHz.
+
+    Raises TooShort (fewer than `min_windows` windows), tracked.NoFace (tracked protocol, no face).
+    """
+    pcm = inputs.pcm16(audio)
+    windows = check_length(len(frames_rgb), len(pcm), options.min_windows)
+    with tempfile.TemporaryDirectory(prefix="talkbench-sync-") as tmp:
+        frames, info = feed(frames_rgb, protocol, Path(tmp), options, detect, progress)
+        feats = lse.mfcc(pcm)
+        emb = lse.embed(model, frames, len(frames), feats, len(pcm), options.batch_size, options.device, progress)
+    result = lse.score_embeddings(emb)
+    assert result.windows == windows
+    return result, {"protocol": protocol, **info}
