@@ -1,0 +1,247 @@
+"""Which charts a report shows, built from the per-request rows, the main table and the manifests."""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import Any, Mapping, Sequence
+
+from reports.charts import (Bar, Chart, Group, Point, Series, bar_chart, box_chart, line_chart,
+                            scatter_chart, series_class)
+from reports.format import fmt_number
+from reports.load import Bundle, section
+from reports.stats import summarise
+from reports.tables import REFERENCE, Column, Table, column_rows, is_speed, method_order
+
+SYNC_CURVE_FAMILIES = ("lse", "sync", "sync_suite")   # published scorer first
+QUALITY_PREFERENCE = ("lse", "sync", "sync_suite", "psnr", "ssim", "lpips_alex", "lpips_vgg", "lmd")
+
+
+def _method_classes(methods: Sequence[str]) -> dict[str, str]:
+    """Stable colours: the real video is grey, every other method keeps its colour across charts."""
+    out, i = {}, 0
+    for m in methods:
+        if m == REFERENCE:
+            out[m] = "ref"
+        else:
+            out[m] = series_class(i)
+            i += 1
+    return out
+
+
+def _axis_label(col: Column) -> str:
+    arrow = f" {col.arrow}" if col.arrow else ""
+    unit = f" [{col.unit}]" if col.unit else ""
+    return f"{col.title}{arrow}{unit}"
+
+
+def metric_bars(table: Table) -> list[Chart]:
+    """One bar chart per column: mean per method with its 95% CI as error bar."""
+    classes = _method_classes([r.method for r in table.rows])
+    charts = []
+    for j, col in enumerate(table.columns):
+        bars = []
+        for row in table.rows:
+            cell = row.cells[j]
+            s = cell.summary
+            if s is None:
+                bars.append(Bar(row.method, math.nan, cls=classes[row.method], tooltip=cell.text))
+                continue
+            mean = math.inf if s.all_inf else s.mean
+            bars.append(Bar(row.method, mean, s.ci_low, s.ci_high, classes[row.method], cell.tooltip))
+        if not any(math.isfinite(b.mean) for b in bars):
+            continue  # nothing to draw to scale (no values, or only 'identical (inf)')
+        title = col.title + (f" @ {col.hardware_label}" if col.hardware else "")
+        caption = "mean per method; error bars: 95% CI of the mean" + (
+            "; suite scorer, not the published metric" if not col.published else "")
+        charts.append(bar_chart(title, bars, _axis_label(col), caption))
+    return charts
+
+
+def _quality_column(table: Table, family: str) -> int | None:
+    for j, col in enumerate(table.columns):
+        if col.family == family and col.kind in (None, "self"):
+            if any(r.cells[j].summary is not None and not r.is_reference for r in table.rows):
+                return j
+    return None
+
+
+def quality_vs_speed(table: Table, pr, bundle: Bundle, max_charts: int = 2) -> list[Chart]:
+    """Quality (first sync metric, first image metric) against fps, one colour per machine."""
+    speed_cols = [j for j, c in enumerate(table.columns) if is_speed(c.family)]
+    if not speed_cols:
+        return []
+    picks: list[int] = []
+    for group in (("lse", "sync", "sync_suite"), ("psnr", "ssim", "lpips_alex", "lpips_vgg", "lmd")):
+        for fam in group:
+            j = _quality_column(table, fam)
+            if j is not None:
+                picks.append(j)
+                break
+    charts = []
+    for j in picks[:max_charts]:
+        qcol = table.columns[j]
+        points = []
+        for row in table.rows:
+            q = row.cells[j].summary
+            if q is None or not math.isfinite(q.mean):
+                continue
+            speed = pr[(pr["method"] == row.method) & pr["family"].isin(["fps"]) & (pr["status"] == "ok")]
+            for hw, sub in speed.groupby("hw_key", sort=False):
+                s = summarise(sub["value"].astype(float).tolist())
+                label = bundle.hardware_label(str(hw))
+                points.append(Point(s.mean, q.mean, row.method, label,
+                                    f"{row.method} on {label}: {fmt_number(s.mean)} frames/s, "
+                                    f"{qcol.title} {fmt_number(q.mean)}"))
+        if points:
+            charts.append(scatter_chart(f"{qcol.title} vs speed", points, "frames per second (log scale)",
+                                        _axis_label(qcol), "one colour per machine; each point is a method"))
+    return charts
+
+
+def distributions(table: Table, pr) -> list[Chart]:
+    """Per-clip values per method (box + every clip as a point; hover shows the clip)."""
+    methods = [r.method for r in table.rows]
+    classes = _method_classes(methods)
+    charts = []
+    for col in table.columns:
+        groups = []
+        for m in methods:
+            rows = column_rows(pr, col, m)
+            rows = rows[rows["status"] == "ok"]
+            if not len(rows):
+                continue
+            tips = tuple(
+                f"{clip} (audio: {audio}): {fmt_number(float(v))}" if clip != audio else f"{clip}: {fmt_number(float(v))}"
+                for clip, audio, v in zip(rows["clip_id"], rows["audio_clip"], rows["value"]))
+            groups.append(Group(m, tuple(float(v) for v in rows["value"]), tips, classes[m]))
+        if not groups or max(len(g.values) for g in groups) < 2:
+            continue
+        title = col.title + (f" @ {col.hardware_label}" if col.hardware else "") + " per clip"
+        charts.append(box_chart(title, groups, _axis_label(col), "box: quartiles, whiskers 1.5 IQR; dots: clips"))
+    return charts
+
+
+def training_curves(bundle: Bundle, max_charts: int = 12) -> tuple[list[Chart], list[str]]:
+    """Loss curves logged by method fits (manifest `methods.<m>.fits[].curves`)."""
+    charts: list[Chart] = []
+    notes: list[str] = []
+    total = 0
+    for method, entries in sorted(bundle.methods_manifest().items()):
+        for run, entry in entries:
+            for fit in entry.get("fits") or []:
+                if not isinstance(fit, Mapping):
+                    continue
+                for name, points in sorted((fit.get("curves") or {}).items()):
+                    series = _curve_series(points)
+                    if not series:
+                        continue
+                    total += 1
+                    if len(charts) >= max_charts:
+                        continue
+                    title = f"{method} / {fit.get('scope', '?')} / {name}"
+                    caption = (f"run {run.run_id} on {bundle.hardware_label(run.hardware_id)}; "
+                               f"budget {fit.get('budget', '?')}, {fit.get('steps', '?')} steps")
+                    positive = all(y > 0 for s in series for y in s.ys)
+                    spread = _dynamic_range(series)
+                    charts.append(line_chart(title, series, "step", name, caption,
+                                             ylog=positive and spread > 50))
+    if total > len(charts):
+        notes.append(f"{total - len(charts)} more training curves are in the manifests (not drawn)")
+    return charts, notes
+
+
+def _dynamic_range(series: Sequence[Series]) -> float:
+    ys = [y for s in series for y in s.ys if y > 0]
+    return max(ys) / min(ys) if ys else 1.0
+
+
+def _curve_series(points: Any) -> list[Series]:
+    """[{"step": 0, "l1": 0.3, "sync": 0.7}, ...] -> one series per loss name."""
+    if not isinstance(points, Sequence) or not points:
+        return []
+    names: list[str] = []
+    for p in points:
+        if isinstance(p, Mapping):
+            names += [k for k in p if k != "step" and k not in names]
+    out = []
+    for i, name in enumerate(names):
+        xs, ys = [], []
+        for k, p in enumerate(points):
+            if isinstance(p, Mapping) and isinstance(p.get(name), (int, float)):
+                xs.append(float(p.get("step", k)))
+                ys.append(float(p[name]))
+        if xs:
+            out.append(Series(name, tuple(xs), tuple(ys), series_class(i)))
+    return out
+
+
+def sync_curve_rows(df):
+    """Rows whose extra carries a sync distance curve (31 values), ok only."""
+    if not len(df):
+        return df
+    has = df["extra"].astype(str).str.contains('"curve"', regex=False) & (df["status"] == "ok")
+    return df[has & df["family"].isin(list(SYNC_CURVE_FAMILIES))]
+
+
+def sync_curve(df, clip_request: str | None = None) -> tuple[Chart | None, str]:
+    """The 31-value sync distance curve of every method for one request (the best-covered one).
+
+    Returns (chart, request id). The curve index i is the audio shift i - 15 frames; LSE-D is its
+    minimum, the AV offset is 15 - argmin (syncnet_python, vshift 15).
+    """
+    rows = sync_curve_rows(df)
+    if not len(rows):
+        return None, ""
+    fam = next(f for f in SYNC_CURVE_FAMILIES if (rows["family"] == f).any())
+    rows = rows[rows["family"] == fam]
+    if clip_request is None:
+        counts = rows.groupby("request_id")["method"].nunique()
+        kinds = rows.drop_duplicates("request_id").set_index("request_id")["kind"]
+        order = sorted(counts.index, key=lambda r: (-int(counts[r]), kinds[r] != "self", str(r)))
+        clip_request = str(order[0])
+    sel = rows[rows["request_id"] == clip_request].drop_duplicates("method")
+    methods = method_order(list(sel["method"]))
+    classes = _method_classes(methods)
+    series = []
+    for m in methods:
+        extra = json.loads(str(sel[sel["method"] == m]["extra"].iloc[0]))
+        curve = [float(v) for v in extra.get("curve", [])]
+        if not curve:
+            continue
+        half = (len(curve) - 1) // 2
+        series.append(Series(m, tuple(float(i - half) for i in range(len(curve))), tuple(curve), classes[m]))
+    if not series:
+        return None, ""
+    first = sel.iloc[0]
+    clip = str(first["clip_id"])
+    audio = str(first["audio_clip"])
+    title = f"Sync distance curve ({fam})"
+    caption = (f"request {clip_request} - clip {clip}" + (f", audio of {audio}" if audio != clip else "")
+               + "; mean SyncNet distance per audio shift; LSE-D = minimum, AV offset = -(shift at minimum)")
+    return line_chart(title, series, "audio shift (frames)", "mean distance", caption, mark_min=True), clip_request
+
+
+def hardware_labels(bundle: Bundle) -> dict[str, str]:
+    return {hid: bundle.hardware_label(hid) for hid in bundle.hardware}
+
+
+def fit_summary(fits: Sequence[Any]) -> dict[str, Any]:
+    """Sum of steps and seconds over a method's fits in one run, with the budgets and weight origins."""
+    steps, seconds, budgets, origins = 0, 0.0, [], []
+    for f in fits:
+        if not isinstance(f, Mapping):
+            continue
+        steps += int(f.get("steps") or 0)
+        seconds += float(f.get("seconds") or 0.0)
+        if f.get("budget"):
+            budgets.append(str(f["budget"]))
+        for w in f.get("weights") or []:
+            if isinstance(w, Mapping) and w.get("origin"):
+                origins.append(str(w["origin"]))
+    return {"steps": steps, "seconds": seconds, "budgets": sorted(set(budgets)),
+            "origins": sorted(set(origins)), "count": len(fits)}
+
+
+def spec_of(entry: Mapping[str, Any]) -> Mapping[str, Any]:
+    return section(entry, "spec")

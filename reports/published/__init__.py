@@ -1,0 +1,1 @@
+"""Published reference numbers, kept as data (CSV) with their sources."""

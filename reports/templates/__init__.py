@@ -1,0 +1,1 @@
+"""Jinja templates and the stylesheet of the HTML report (package data)."""
