@@ -203,15 +203,15 @@ def make_cell(rows) -> Cell:
     s = summarise(ok["value"].astype(float).tolist())
     notes = [missing_note] if missing_note else []
     if s.all_inf:
-        return Cell("identical", "identical (inf)", n=s.n, note=", ".join(notes), summary=s,
-                    tooltip=f"all {s.n} values are +inf: generated frames identical to ground truth")
+        return Cell("identical", "identical (inf)", n=s.n_total, note=", ".join(notes), summary=s,
+                    tooltip=f"all {s.n_inf} values are +inf: generated frames identical to ground truth")
     if s.n_inf:
         notes.append(f"{s.n_inf} identical (inf) not in mean")
     spread = f"\u00b1 {fmt_number(s.std)}" if not math.isnan(s.std) else ""
-    tip = f"n={s.n}, mean={fmt_number(s.mean)}"
+    tip = f"n={s.n_total}, mean={fmt_number(s.mean)}"
     if not math.isnan(s.std):
         tip += f", std={fmt_number(s.std)}, 95% CI [{fmt_number(s.ci_low)}, {fmt_number(s.ci_high)}]"
-    return Cell("ok", fmt_number(s.mean), spread=spread, n=s.n, note=", ".join(notes), tooltip=tip, summary=s)
+    return Cell("ok", fmt_number(s.mean), spread=spread, n=s.n_total, note=", ".join(notes), tooltip=tip, summary=s)
 
 
 def _score_for_best(cell: Cell, better: str) -> float | None:

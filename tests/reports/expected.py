@@ -1,0 +1,50 @@
+"""Expected main-table cell text, computed straight from a results frame (independent of reports/).
+
+The rules restated from the report's documentation, implemented here again with plain pandas/numpy:
+- one column per metric; split into "self" and "cross" columns when the metric has rows of both
+  kinds (speed never splits by kind); one run = one machine, so no per-machine split here;
+- value: mean of the status-ok finite values with 4 significant digits but at most 4 decimals;
+  spread: "± " + sample std (ddof 1) in the same format, only with two or more values;
+  n: number of ok values; every ok value infinite: "identical (inf)";
+- no ok value: the status label of the most common status, and the most common reason.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+
+import numpy as np
+
+LABELS = {"unavailable": "unavailable", "failed": "failed", "too_short": "too short",
+          "not_applicable": "not applicable"}
+
+
+def sig4(x: float) -> str:
+    decimals = min(max(3 - math.floor(math.log10(abs(x))), 0), 4) if x != 0 else 3
+    return f"{x:.{decimals}f}"
+
+
+def expected_cells(df) -> dict[tuple[str, str, str], dict[str, str]]:
+    """(method, metric, kind or "") -> {"v", "sp", "n", "reason"} for every cell with rows."""
+    out = {}
+    for metric, mdf in df.groupby("metric", sort=False):
+        kinds = set(mdf["kind"])
+        split = len(kinds) > 1 and mdf["family"].iloc[0] != "fps"
+        groups = [(k, mdf[mdf["kind"] == k]) for k in sorted(kinds)] if split else [("", mdf)]
+        for kind, kdf in groups:
+            for method, rows in kdf.groupby("method", sort=False):
+                ok = rows[rows["status"] == "ok"]["value"].to_numpy(dtype=float)
+                if len(ok):
+                    finite = ok[np.isfinite(ok)]
+                    if len(finite) == 0:
+                        cell = {"v": "identical (inf)", "sp": "", "n": f"n={len(ok)}", "reason": ""}
+                    else:
+                        sp = f"\u00b1 {sig4(float(np.std(finite, ddof=1)))}" if len(finite) > 1 else ""
+                        cell = {"v": sig4(float(np.mean(finite))), "sp": sp, "n": f"n={len(ok)}", "reason": ""}
+                else:
+                    status = Counter(rows["status"]).most_common(1)[0][0]
+                    reason = Counter(rows[rows["status"] == status]["reason"]).most_common(1)[0][0]
+                    cell = {"v": LABELS[status], "sp": "", "n": "", "reason": f"({reason})"}
+                out[(str(method), str(metric), kind)] = cell
+    return out
