@@ -105,7 +105,7 @@ STAGES: dict[str, StageSpec] = {s.name: s for s in (
            requires=("normalise",), availability="data_recipes.faces.stage:faces_availability"),
     _stage("wav2lip_crops", "Wav2Lip face boxes (official pads, 5-frame smoothing) for 96x96 crops",
            "data_recipes.crops.wav2lip:wav2lip_crops_stage", "data_recipes.crops.wav2lip:Wav2LipCropConfig",
-           requires=("faces",)),
+           requires=("faces",), version="2"),  # 2: + detector_boxes, official smoothing of < 5 boxes
     _stage("head_crops", "stable 512x512 head crop transform per frame (invertible)",
            "data_recipes.crops.head:head_crops_stage", "data_recipes.crops.head:HeadCropConfig",
            requires=("faces",)),

@@ -68,7 +68,9 @@ def official_boxes(det_boxes_xyxy: np.ndarray, frame_hw: tuple[int, int],
     if np.isnan(det[:, :4]).any():
         raise ValueError("official_boxes needs a box for every frame; fill gaps first")
     padded = np.array([pad_box(detector_box_to_int(b), config.pads, frame_hw) for b in det], dtype=np.int64)
-    if config.smooth and len(padded) >= config.window:
+    if config.smooth:
+        # No length guard: with fewer boxes than the window the original's `boxes[len - T:]` is a
+        # negative slice (the last len - T + len boxes, e.g. the last 2 of 3), and so is ours.
         padded = smooth_boxes(padded, config.window)
     return padded.reshape(-1, 4)
 
@@ -114,7 +116,12 @@ def paste_back(frame: np.ndarray, prediction: np.ndarray, box_xyxy: tuple[int, i
 def wav2lip_crops_stage(ctx) -> None:
     """Recipe stage "wav2lip_crops": official boxes from the "faces" stage; crops are cut on use.
 
-    Writes boxes (T, 4) int64 x1 y1 x2 y2 and has_face (T,) bool. Crops themselves are not stored
+    Writes boxes (T, 4) int64 x1 y1 x2 y2 (padded, smoothed over the whole clip), has_face (T,) bool,
+    and detector_boxes (T, 4) int64: the detector boxes clipped and truncated as the official
+    detector API returns them, before pads and smoothing (gaps filled with the nearest box). The
+    official script pads and smooths only the frames it uses (`full_frames[:len(mel_chunks)]`), so a
+    faithful consumer re-derives its boxes from detector_boxes for the frames it uses; training crops
+    (preprocess.py) use detector boxes without pads or smoothing. Crops themselves are not stored
     (96x96x3 per frame is cheaper to recompute than to cache).
     """
     from data_recipes.recipe import save_array, save_json
@@ -125,9 +132,12 @@ def wav2lip_crops_stage(ctx) -> None:
     h, w = ctx.prepared.size
     if present.any():
         boxes = official_boxes(filled, (h, w), ctx.config)
+        detector = np.array([detector_box_to_int(b) for b in filled], dtype=np.int64).reshape(-1, 4)
     else:
         boxes = np.zeros((len(det), 4), np.int64)
+        detector = np.zeros((len(det), 4), np.int64)
     save_array(ctx.out_dir, "boxes", boxes)
+    save_array(ctx.out_dir, "detector_boxes", detector)
     save_array(ctx.out_dir, "has_face", present)
     save_json(ctx.out_dir, "meta", {"pads": list(ctx.config.pads), "smooth": ctx.config.smooth,
                                     "window": ctx.config.window, "frames_without_face": int((~present).sum())})
