@@ -74,10 +74,9 @@ def build_report(run_dirs: list[Path], out_dir: Path | None = None, progress=Non
     cfg = config or ReportConfig()
     progress = progress or Progress.off()
     run_dirs = [Path(d) for d in run_dirs]
+    bundle = load_bundle(run_dirs)  # first: a wrong folder must not get a report/ created in it
     out_dir = Path(out_dir) if out_dir is not None else run_dirs[0] / "report"
     out_dir.mkdir(parents=True, exist_ok=True)
-
-    bundle = load_bundle(run_dirs)
     pr = tables.per_request(bundle.results)
     labels = plots.hardware_labels(bundle)
     table = tables.main_table(pr, labels)

@@ -17,6 +17,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Sequence
 
+from reports.format import fmt_number
+
 _TAGS = {"rect", "line", "circle", "text", "path", "polyline", "g"}
 _ATTR = re.compile(r"^[a-z][a-z0-9-]*$")
 N_SERIES_CLASSES = 8
@@ -117,8 +119,6 @@ class Scale:
 
 
 def tick_label(v: float) -> str:
-    from reports.format import fmt_number
-
     return fmt_number(v, sig=3)
 
 
@@ -377,7 +377,7 @@ def line_chart(title: str, series: Sequence[Series], xlabel: str, ylabel: str, c
         shapes.append(shape("polyline", title=s.name, points=pts, class_=f"{s.cls} curve"))
         if mark_min:
             k = min(range(len(s.ys)), key=lambda i: s.ys[i])
-            shapes.append(shape("circle", title=f"{s.name}: min {tick_label(s.ys[k])} at {tick_label(s.xs[k])}",
+            shapes.append(shape("circle", title=f"{s.name}: min {fmt_number(s.ys[k])} at {s.xs[k]:g}",
                                 cx=xs(s.xs[k]), cy=ys(s.ys[k]), r=4, class_=f"{s.cls} dot"))
     shapes += _legend([(s.name, s.cls) for s in clean], width - MARGIN_R, MARGIN_T + 6)
     return Chart(title, width, height, tuple(shapes), caption)
