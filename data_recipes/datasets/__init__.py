@@ -17,12 +17,15 @@ class DatasetOptions:
 
     limit: keep at most this many test clips (and proportionally few training clips), in list order;
     subjects: keep only these subjects (e.g. CMLR speakers "s1", "s4"); empty keeps all;
-    test_seconds: for `video:` datasets, the length of the final test segment.
+    test_seconds: for `video:` datasets, the length of the final test segment;
+    pairs: path of a cross-driving pair list (LRS2: Wav2Lip's evaluation/test_filelists/lrs2.txt),
+    for datasets whose official list cannot be shipped.
     """
 
     limit: int | None = None
     subjects: tuple[str, ...] = field(default=())
     test_seconds: float = 4.0
+    pairs: str | None = None
 
 
 @dataclass(frozen=True)
@@ -38,6 +41,18 @@ DATASETS: dict[str, DatasetSpec] = {
     "demo": DatasetSpec(
         "demo", "embedded 20 s Obama clip split in time (train / val / test) with one cross-driven pair",
         "data_recipes.datasets.demo:load",
+    ),
+    "video": DatasetSpec(
+        "video", "your own talking-head clip (mp4 with audio) split in time: train / val / last test_seconds test",
+        "data_recipes.datasets.video:load", argument="<path>", check="data_recipes.datasets.video:check",
+    ),
+    "cmlr": DatasetSpec(
+        "cmlr", "CMLR Mandarin news sentences (11 speakers); official video/ audio/ text/ and split csv layout",
+        "data_recipes.datasets.cmlr:load", argument="<root>", check="data_recipes.datasets.cmlr:check",
+    ),
+    "lrs2": DatasetSpec(
+        "lrs2", "LRS2-BBC face-crop utterances (mvlrs_v1/main), LRS sync protocol, Wav2Lip cross pairs if provided",
+        "data_recipes.datasets.lrs2:load", argument="<root>", check="data_recipes.datasets.lrs2:check",
     ),
 }
 
