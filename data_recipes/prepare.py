@@ -1,0 +1,117 @@
+"""Run preparation stages for many clips, in parallel, resuming from the cache.
+
+Threads, not processes: the heavy work of every stage here runs in native code that releases the
+GIL (PyAV decoding, MediaPipe's TFLite graph, OpenCV warps / GrabCut, numpy), so two threads use
+both cores without pickling recipes or loading models twice, and the `Recipe`'s per-(clip, stage)
+locks already make concurrent requests for the same entry safe. Each clip's stages run in
+dependency order in one worker; different clips run side by side.
+
+Resuming: cache entries are written under a temporary name and renamed when complete, so after a
+crash every finished (clip, stage) is reused and only the unfinished ones run again. A failing clip
+does not stop the others; its error is reported.
+"""
+
+from __future__ import annotations
+
+import time
+import traceback
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from dataclasses import dataclass, field
+from typing import Literal, Sequence
+
+from bench.progress import Progress
+from data_recipes.clip import Clip
+from data_recipes.recipe import Recipe, StageUnavailable, stage_order
+
+Status = Literal["cached", "computed", "unavailable", "failed", "skipped"]
+
+
+@dataclass(frozen=True)
+class StageResult:
+    clip_id: str
+    stage: str
+    status: Status
+    seconds: float = 0.0
+    error: str = ""
+
+
+@dataclass
+class PrepareReport:
+    """What `prepare_all` did, one row per (clip, stage) in run order."""
+
+    results: list[StageResult] = field(default_factory=list)
+
+    def failed(self) -> list[StageResult]:
+        return [r for r in self.results if r.status in ("failed", "unavailable")]
+
+    def counts(self) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for r in self.results:
+            out[r.status] = out.get(r.status, 0) + 1
+        return out
+
+    @property
+    def ok(self) -> bool:
+        return not self.failed()
+
+
+def _prepare_clip(recipe: Recipe, clip: Clip, order: Sequence[str]) -> list[StageResult]:
+    results: list[StageResult] = []
+    for i, stage in enumerate(order):
+        if recipe.is_cached(clip, stage):
+            results.append(StageResult(clip.id, stage, "cached"))
+            continue
+        t0 = time.perf_counter()
+        try:
+            recipe.output(clip, stage)
+        except StageUnavailable as e:
+            results.append(StageResult(clip.id, stage, "unavailable", time.perf_counter() - t0, str(e)))
+            results.extend(StageResult(clip.id, s, "skipped", 0.0, f"needs {stage}") for s in order[i + 1:])
+            break
+        except Exception as e:  # report and carry on with the other clips
+            msg = f"{type(e).__name__}: {e}"
+            tb = traceback.format_exc(limit=3)
+            results.append(StageResult(clip.id, stage, "failed", time.perf_counter() - t0, f"{msg}\n{tb}"))
+            results.extend(StageResult(clip.id, s, "skipped", 0.0, f"{stage} failed") for s in order[i + 1:])
+            break
+        results.append(StageResult(clip.id, stage, "computed", time.perf_counter() - t0))
+    return results
+
+
+def prepare_all(recipe: Recipe, clips: Sequence[Clip], stages: Sequence[str], workers: int = 2,
+                progress: Progress | None = None) -> PrepareReport:
+    """Compute (or find cached) `stages` and everything they require for every clip.
+
+    workers: clips prepared at once (threads; 1 runs in the calling thread). Stage-internal
+    progress bars (frames of a clip) appear under the overall "prepare" bar.
+    """
+    progress = progress or Progress.off()
+    order = stage_order(list(stages))
+    report = PrepareReport()
+    if not clips:
+        return report
+    with progress.task(f"prepare {len(clips)} clips x {len(order)} stages", len(clips)) as bar:
+        if workers <= 1:
+            for clip in clips:
+                res = _prepare_clip(recipe, clip, order)
+                report.results.extend(res)
+                _log_failures(progress, res)
+                bar.advance()
+        else:
+            with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="prepare") as pool:
+                futures = {pool.submit(_prepare_clip, recipe, clip, order): clip for clip in clips}
+                by_clip: dict[str, list[StageResult]] = {}
+                for fut in as_completed(futures):
+                    res = fut.result()
+                    by_clip[futures[fut].id] = res
+                    _log_failures(progress, res)
+                    bar.advance()
+                for clip in clips:  # report in clip order, not completion order
+                    report.results.extend(by_clip[clip.id])
+    return report
+
+
+def _log_failures(progress: Progress, results: Sequence[StageResult]) -> None:
+    for r in results:
+        if r.status in ("failed", "unavailable"):
+            progress.log(f"{r.clip_id}: stage '{r.stage}' {r.status}: {r.error.splitlines()[0]}")
