@@ -1,0 +1,108 @@
+"""LPIPS-Alex and LPIPS-VGG as runner metrics: per-frame LPIPS on full frames, mean over frames.
+
+Frames are scored at the size the runner gives them (no resizing; 512x512 head crops are fine on
+CPU in batches). Unavailable, with the exact file and folder, until the torchvision backbone is in
+the weights folder; the v0.1 heads ship with the package.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+from bench.availability import Availability, all_of
+from metrics.base import Metric, MetricContext, MetricSpec, Sample, Score, ValueSpec
+
+
+@dataclass(frozen=True)
+class LPIPSConfig:
+    """data_range: 255 for the uint8 frames the runner passes. batch_size: frame pairs per forward
+    pass (None: 8 for AlexNet, 2 for VGG16, which bounds memory at 512x512 to about 1-2 GB).
+    per_frame_limit: how many per-frame values to keep in the results (evenly subsampled; 0 = all)."""
+
+    data_range: float = 255.0
+    batch_size: int | None = None
+    per_frame_limit: int = 250
+
+
+_DEFAULT_BATCH = {"alex": 8, "vgg": 2}
+
+
+class _LPIPSMetric(Metric):
+    net: ClassVar[str]
+    value_name: ClassVar[str]
+
+    def __init__(self, config: Any, context: MetricContext):
+        super().__init__(config, context)
+        self._model = None
+        self._used: list[dict[str, str]] = []
+
+    @classmethod
+    def availability(cls, config: Any) -> Availability:
+        from bench import weights as W
+        from metrics.lpips import specs
+
+        return all_of(W.availability(specs.backbone_spec(cls.net)), W.availability(specs.heads_spec(cls.net)))
+
+    def _load(self):
+        if self._model is None:
+            from metrics.lpips.model import load_lpips
+
+            self._model, used = load_lpips(self.net, device=self.context.device)
+            self._used = [u.as_dict() for u in used]
+        return self._model
+
+    def weights_used(self) -> list[dict[str, str]]:
+        if not self._used:
+            from bench.weights import WeightsMismatch, WeightsMissing
+
+            try:
+                self._load()
+            except (WeightsMissing, WeightsMismatch):
+                return []
+        return list(self._used)
+
+    def score(self, sample: Sample) -> dict[str, Score]:
+        from bench.weights import WeightsMismatch, WeightsMissing
+        from metrics.image import check_sample, per_frame_list, clip_mean
+        from metrics.lpips.backbones import BackboneLayoutError
+        from metrics.lpips.model import lpips_distance
+
+        if (bad := check_sample(sample)) is not None:
+            return {self.value_name: bad}
+        cfg: LPIPSConfig = self.config or LPIPSConfig()
+        try:
+            model = self._load()
+        except (WeightsMissing, WeightsMismatch, BackboneLayoutError) as e:
+            return {self.value_name: Score.missing("unavailable", str(e))}
+        per_frame = lpips_distance(sample.generated, sample.ground_truth, model, cfg.data_range,
+                                   batch_size=cfg.batch_size or _DEFAULT_BATCH[self.net],
+                                   progress=self.context.progress)
+        return {self.value_name: Score.ok(clip_mean(per_frame), version="0.1", backbone=self.net,
+                                          per_frame=per_frame_list(per_frame, cfg.per_frame_limit))}
+
+
+class LPIPSAlex(_LPIPSMetric):
+    net = "alex"
+    value_name = "LPIPS-Alex"
+    spec = MetricSpec(
+        name="lpips_alex",
+        description="LPIPS v0.1 with the ImageNet AlexNet backbone against the ground-truth frames, "
+                    "full frames, mean over frames",
+        values=(ValueSpec("LPIPS-Alex", "lower", "", "learned perceptual distance (0 = identical)"),),
+        config=LPIPSConfig,
+        needs_ground_truth=True,
+    )
+
+
+class LPIPSVGG(_LPIPSMetric):
+    net = "vgg"
+    value_name = "LPIPS-VGG"
+    spec = MetricSpec(
+        name="lpips_vgg",
+        description="LPIPS v0.1 with the ImageNet VGG16 backbone against the ground-truth frames, "
+                    "full frames, mean over frames",
+        values=(ValueSpec("LPIPS-VGG", "lower", "", "learned perceptual distance (0 = identical)"),),
+        config=LPIPSConfig,
+        needs_ground_truth=True,
+    )
