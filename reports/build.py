@@ -68,7 +68,7 @@ def build_report(run_dirs: list[Path], out_dir: Path | None = None, progress=Non
     """Write `<out_dir>/report.html` (default out_dir: `<first run>/report`) and return its path."""
     from bench.cache import atomic_write_text
     from bench.progress import Progress
-    from reports import decision, exports, media, paper, plots, tables
+    from reports import decision, media, paper, plots, tables
     from reports.load import load_bundle
 
     cfg = config or ReportConfig()

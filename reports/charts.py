@@ -281,9 +281,11 @@ def scatter_chart(title: str, points: Sequence[Point], xlabel: str, ylabel: str,
 
 @dataclass(frozen=True)
 class Group:
+    """One box: all values (for the quartiles) and a tooltip per value (any indexable sequence)."""
+
     label: str
-    values: tuple[float, ...]
-    tooltips: tuple[str, ...] = ()
+    values: Sequence[float]
+    tooltips: Sequence[str] = ()
     cls: str = "s0"
 
 
@@ -314,15 +316,15 @@ def box_chart(title: str, groups: Sequence[Group], ylabel: str, caption: str = "
         cx = MARGIN_L + slot * (i + 0.5)
         shapes.append(shape("text", _short(g.label), title=g.label, x=cx, y=bottom + 16,
                             class_="tick", text_anchor="middle"))
-        pairs = [(v, g.tooltips[k] if k < len(g.tooltips) else "") for k, v in enumerate(g.values)]
-        finite = [(v, t) for v, t in pairs if math.isfinite(v)]
-        if len(finite) < len(pairs):
-            notes.append(f"{g.label}: {len(pairs) - len(finite)} non-finite value(s) not drawn")
-        if not finite:
+        values = [float(v) for v in g.values]
+        finite_idx = [k for k, v in enumerate(values) if math.isfinite(v)]
+        if len(finite_idx) < len(values):
+            notes.append(f"{g.label}: {len(values) - len(finite_idx)} non-finite value(s) not drawn")
+        if not finite_idx:
             shapes.append(shape("text", "n/a", x=cx, y=bottom - 6, class_="bar-note", text_anchor="middle"))
             continue
         bw = min(slot * 0.5, 60)
-        lo, q1, med, q3, hi = _quantiles([v for v, _ in finite])
+        lo, q1, med, q3, hi = _quantiles([values[k] for k in finite_idx])
         shapes += [
             shape("line", x1=cx, y1=ys(lo), x2=cx, y2=ys(q1), class_="whisker"),
             shape("line", x1=cx, y1=ys(q3), x2=cx, y2=ys(hi), class_="whisker"),
@@ -330,14 +332,15 @@ def box_chart(title: str, groups: Sequence[Group], ylabel: str, caption: str = "
                   class_=f"{g.cls} box", title=f"{g.label}: median {tick_label(med)}, IQR [{tick_label(q1)}, {tick_label(q3)}]"),
             shape("line", x1=cx - bw / 2, y1=ys(med), x2=cx + bw / 2, y2=ys(med), class_="median"),
         ]
-        step = max(1, math.ceil(len(finite) / max_points))
-        shown = finite[::step]
+        step = max(1, math.ceil(len(finite_idx) / max_points))
         if step > 1:
-            notes.append(f"{g.label}: every {step}th of {len(finite)} points drawn")
-        for k, (v, tip) in enumerate(shown):
+            notes.append(f"{g.label}: every {step}th of {len(finite_idx)} points drawn")
+        # tooltips are looked up only for the points drawn (they may be built lazily)
+        for k, idx in enumerate(finite_idx[::step]):
+            tip = g.tooltips[idx] if idx < len(g.tooltips) else ""
             jitter = ((k * 0.6180339887) % 1.0 - 0.5) * bw * 0.9  # deterministic, evenly spread
-            shapes.append(shape("circle", title=tip or tick_label(v), cx=cx + jitter, cy=ys(v), r=2.6,
-                                class_=f"{g.cls} pt"))
+            shapes.append(shape("circle", title=tip or tick_label(values[idx]), cx=cx + jitter, cy=ys(values[idx]),
+                                r=2.6, class_=f"{g.cls} pt"))
     return Chart(title, width, height, tuple(shapes), caption, tuple(notes))
 
 

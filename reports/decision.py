@@ -86,7 +86,7 @@ def _stage_text(rows) -> str:
 def hardware_section(pr, bundle: Bundle) -> HardwareSection:
     ms = machines(bundle)
     speed = pr[pr["family"].map(is_speed)]
-    methods = method_order(list(speed["method"])) if len(speed) else []
+    methods = method_order([str(m) for m in speed["method"].unique()]) if len(speed) else []
     rows, stages = [], []
     for m in methods:
         cells = []

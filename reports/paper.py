@@ -82,7 +82,7 @@ def paper_table(pr, bundle: Bundle) -> PaperTable:
     title = "Wav2Lip paper, Table 1: LSE on LRS2"
     datasets = bundle.dataset_names
     lse = pr[pr["family"] == LSE_FAMILY] if len(pr) else pr
-    methods = method_order(list(pr["method"])) if len(pr) else []
+    methods = method_order([str(m) for m in pr["method"].unique()]) if len(pr) else []
     if datasets != [PAPER_DATASET]:
         why = (f"this report's runs are on {', '.join(datasets)}, not LRS2: no suite numbers are comparable to "
                "this table (run `bench run --dataset lrs2` to fill it)")

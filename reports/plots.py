@@ -11,7 +11,7 @@ from reports.charts import (Bar, Chart, Group, Point, Series, bar_chart, box_cha
 from reports.format import fmt_number
 from reports.load import Bundle, section
 from reports.stats import summarise
-from reports.tables import REFERENCE, Column, Table, column_rows, is_speed, method_order
+from reports.tables import REFERENCE, Column, RowIndex, Table, is_speed, method_order
 
 SYNC_CURVE_FAMILIES = ("lse", "sync", "sync_suite")   # published scorer first
 QUALITY_PREFERENCE = ("lse", "sync", "sync_suite", "psnr", "ssim", "lpips_alex", "lpips_vgg", "lmd")
@@ -104,22 +104,36 @@ def distributions(table: Table, pr) -> list[Chart]:
     methods = [r.method for r in table.rows]
     classes = _method_classes(methods)
     charts = []
+    index = RowIndex(pr)
     for col in table.columns:
         groups = []
         for m in methods:
-            rows = column_rows(pr, col, m)
+            rows = index.rows(col, m)
             rows = rows[rows["status"] == "ok"]
             if not len(rows):
                 continue
-            tips = tuple(
-                f"{clip} (audio: {audio}): {fmt_number(float(v))}" if clip != audio else f"{clip}: {fmt_number(float(v))}"
-                for clip, audio, v in zip(rows["clip_id"], rows["audio_clip"], rows["value"]))
-            groups.append(Group(m, tuple(float(v) for v in rows["value"]), tips, classes[m]))
+            values = rows["value"].to_numpy(dtype=float)
+            tips = _ClipTips(rows["clip_id"].to_numpy(dtype=object), rows["audio_clip"].to_numpy(dtype=object), values)
+            groups.append(Group(m, values, tips, classes[m]))
         if not groups or max(len(g.values) for g in groups) < 2:
             continue
         title = col.title + (f" @ {col.hardware_label}" if col.hardware else "") + " per clip"
         charts.append(box_chart(title, groups, _axis_label(col), "box: quartiles, whiskers 1.5 IQR; dots: clips"))
     return charts
+
+
+class _ClipTips:
+    """Tooltip of each per-clip point, formatted only when a point is drawn (large runs)."""
+
+    def __init__(self, clips, audios, values):
+        self.clips, self.audios, self.values = clips, audios, values
+
+    def __len__(self) -> int:
+        return len(self.values)
+
+    def __getitem__(self, k: int) -> str:
+        clip, audio, v = str(self.clips[k]), str(self.audios[k]), float(self.values[k])
+        return f"{clip} (audio: {audio}): {fmt_number(v)}" if clip != audio else f"{clip}: {fmt_number(v)}"
 
 
 def training_curves(bundle: Bundle, max_charts: int = 12) -> tuple[list[Chart], list[str]]:

@@ -37,7 +37,7 @@ def summarise(values: Sequence[float]) -> Summary:
     """Summary of the ok values of one group (method x metric column)."""
     import numpy as np
 
-    v = np.asarray(list(values), dtype=np.float64)
+    v = np.asarray(values, dtype=np.float64).reshape(-1)
     v = v[~np.isnan(v)]
     finite = v[np.isfinite(v)]
     n_inf = int(len(v) - len(finite))

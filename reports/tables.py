@@ -37,6 +37,8 @@ def per_request(df):
 
     d = df.copy()
     d["hw_key"] = np.where(d["family"].isin(SPEED_FAMILIES), d["hardware"].astype(object), "")
+    if not d.duplicated(KEYS).any():  # one run (the usual case): already one row per request
+        return d.reset_index(drop=True)
     d["_ok"] = d["status"] == "ok"
     ok_mean = d[d["_ok"]].groupby(KEYS, sort=False)["value"].mean()
     first = d.sort_values("_ok", ascending=False, kind="stable").drop_duplicates(KEYS, keep="first")
@@ -46,6 +48,11 @@ def per_request(df):
     first.loc[ok_mean.index, "reason"] = ""
     out = first.reset_index().drop(columns=["_ok"])
     return out
+
+
+def _unique(series) -> list[str]:
+    """Distinct values in order of appearance (pandas' unique: fast on arrow-backed strings)."""
+    return [str(v) for v in series.unique()]
 
 
 def method_order(methods: Sequence[str]) -> list[str]:
@@ -139,8 +146,8 @@ def columns_for(pr, hardware_labels: dict[str, str] | None = None) -> list[Colum
     hardware_labels = hardware_labels or {}
     if not len(pr):
         return []
-    metrics = list(dict.fromkeys(pr["metric"]))
-    families = list(dict.fromkeys(pr["family"]))
+    metrics = _unique(pr["metric"])
+    families = _unique(pr["family"])
     rank = _family_rank(families)
     cols: list[Column] = []
     for metric in metrics:
@@ -150,7 +157,7 @@ def columns_for(pr, hardware_labels: dict[str, str] | None = None) -> list[Colum
         better = str(sub["better"].iloc[0] or "")
         published = bool(sub["published"].all())
         if is_speed(family):
-            machines = list(dict.fromkeys(sub["hw_key"]))
+            machines = _unique(sub["hw_key"])
             if len(machines) > 1:
                 for hw in machines:
                     cols.append(Column(metric, family, unit, better, published, None, str(hw),
@@ -167,40 +174,46 @@ def columns_for(pr, hardware_labels: dict[str, str] | None = None) -> list[Colum
     return cols
 
 
+class RowIndex:
+    """Per-request rows grouped once by (method, metric): large runs (CMLR: 20k clips x methods x
+    metrics) would otherwise be scanned once per table cell."""
+
+    def __init__(self, pr):
+        self.empty = pr.iloc[0:0]
+        self.groups = {(str(m), str(k)): g for (m, k), g in pr.groupby(["method", "metric"], sort=False)} \
+            if len(pr) else {}
+
+    def rows(self, col: Column, method: str):
+        sub = self.groups.get((method, col.metric), self.empty)
+        if col.kind:
+            sub = sub[sub["kind"] == col.kind]
+        if col.hardware:
+            sub = sub[sub["hw_key"] == col.hardware]
+        return sub
+
+
 def column_rows(pr, col: Column, method: str):
-    sel = (pr["method"] == method) & (pr["metric"] == col.metric)
-    if col.kind:
-        sel &= pr["kind"] == col.kind
-    if col.hardware:
-        sel &= pr["hw_key"] == col.hardware
-    return pr[sel]
-
-
-def _most_common(values: Sequence[str]) -> str:
-    counts: dict[str, int] = {}
-    for v in values:
-        counts[v] = counts.get(v, 0) + 1
-    return max(counts, key=lambda k: counts[k]) if counts else ""
+    """Rows of one method in one column (use `RowIndex` when asking for many cells)."""
+    return RowIndex(pr[(pr["method"] == method) & (pr["metric"] == col.metric)]).rows(col, method)
 
 
 def make_cell(rows) -> Cell:
     """Summarise one method x column: numbers from ok rows, otherwise the dominant status and reason."""
     if not len(rows):
         return Cell("empty", "\u2014", tooltip="no rows for this method and metric")
-    ok = rows[rows["status"] == "ok"]
-    others = rows[rows["status"] != "ok"]
-    other_counts: dict[str, int] = {}
-    for s in others["status"]:
-        other_counts[str(s)] = other_counts.get(str(s), 0) + 1
+    is_ok = (rows["status"] == "ok").to_numpy(dtype=bool)
+    ok, others = rows[is_ok], rows[~is_ok]
+    # counts in order of first appearance, so ties resolve to the first status / reason seen
+    other_counts = {str(k): int(v) for k, v in others["status"].value_counts(sort=False).items()}
     missing_note = ", ".join(f"+{c} {STATUS_LABELS.get(s, s)}" for s, c in sorted(other_counts.items()))
     if not len(ok):
-        status = _most_common([str(s) for s in others["status"]])
-        reasons = [str(r) for r, s in zip(others["reason"], others["status"]) if s == status]
-        reason = _most_common(reasons)
-        distinct = len(set(reasons))
+        status = max(other_counts, key=lambda k: other_counts[k])
+        reason_counts = others[others["status"] == status]["reason"].value_counts(sort=False)
+        reason = str(max(reason_counts.index, key=lambda k: reason_counts[k])) if len(reason_counts) else ""
+        distinct = len(reason_counts)
         tip = f"{len(others)} rows, none ok" + (f"; {distinct} different reasons" if distinct > 1 else "")
         return Cell(status, STATUS_LABELS.get(status, status), reason=reason, n=0, tooltip=tip)
-    s = summarise(ok["value"].astype(float).tolist())
+    s = summarise(ok["value"].to_numpy(dtype=float))
     notes = [missing_note] if missing_note else []
     if s.all_inf:
         return Cell("identical", "identical (inf)", n=s.n_total, note=", ".join(notes), summary=s,
@@ -246,8 +259,9 @@ def mark_best(cells: list[Cell], is_reference: list[bool], better: str) -> list[
 def main_table(pr, hardware_labels: dict[str, str] | None = None) -> Table:
     """Method x metric table from per-request rows (see `per_request`)."""
     cols = columns_for(pr, hardware_labels)
-    methods = method_order(list(pr["method"])) if len(pr) else []
-    grid = [[make_cell(column_rows(pr, c, m)) for c in cols] for m in methods]
+    methods = method_order(_unique(pr["method"])) if len(pr) else []
+    index = RowIndex(pr)
+    grid = [[make_cell(index.rows(c, m)) for c in cols] for m in methods]
     refs = [m == REFERENCE for m in methods]
     for j, col in enumerate(cols):
         marked = mark_best([grid[i][j] for i in range(len(methods))], refs, col.better)
