@@ -73,12 +73,18 @@ def detect_with_report(frames: Iterable[np.ndarray], config: FacesConfig | None 
     n = len(results)
     detected = np.array([r is not None for r in results], dtype=bool)
     lm478 = _stack([r.landmarks478 if r else None for r in results], (478, 3)) if backend.has_mesh else None
-    lm68 = None if backend.has_mesh else _stack([r.landmarks68 if r else None for r in results], (68, 2))
+    own68 = any(r is not None and r.landmarks68 is not None for r in results) or not backend.has_mesh
+    # a 68-point backend (FAN) gives its own points; otherwise they are mapped from the mesh later
+    lm68 = _stack([r.landmarks68 if r else None for r in results], (68, 2)) if own68 else None
     pose = _stack([r.pose if r else None for r in results], (4, 4))
     blend_dim = next((len(r.blendshapes) for r in results if r and r.blendshapes is not None), 0)
     blend = _stack([r.blendshapes if r else None for r in results], (blend_dim,))
-    boxes = (box_from_landmarks478(lm478, config.forehead) if lm478 is not None
-             else box_from_landmarks68(lm68, config.forehead)) if n else np.zeros((0, 4), np.float32)
+    if n == 0:
+        boxes = np.zeros((0, 4), np.float32)
+    elif lm68 is not None:  # boxes follow the backend's own points (same rule on the 68 convention)
+        boxes = box_from_landmarks68(lm68, config.forehead)
+    else:
+        boxes = box_from_landmarks478(lm478, config.forehead)
     track, report = build_track(lm478, lm68, boxes, pose, blend, detected, config.max_gap)
     return track, report, info
 

@@ -192,3 +192,63 @@ def test_faces_stage_writes_track_and_meta(isolated_dirs, demo_video):
 
     direct = detect(recipe.prepare(clip).frames())
     np.testing.assert_allclose(direct.landmarks68, track.landmarks68, atol=1e-3)
+
+
+# ------------------------------------------------------------------------------------------ FAN
+
+
+def test_fan_heatmap_decoding_recovers_known_points():
+    """Peaks placed at the heatmap position of known image points decode back to those points."""
+    from data_recipes.faces.fan import center_scale, crop_transform, decode_heatmaps
+
+    box = np.array([100.0, 80.0, 300.0, 330.0])
+    center, scale = center_scale(box)
+    rng = np.random.default_rng(0)
+    pts = np.stack([rng.uniform(130, 270, 68), rng.uniform(110, 300, 68)], 1)
+    t = crop_transform(center, scale, 64)
+    hm_xy = (t[:2, :2] @ pts.T).T + t[:2, 2]        # continuous heatmap coordinates (pixel corners)
+    yy, xx = np.mgrid[0:64, 0:64]
+    # a Gaussian centred on the pixel whose centre is nearest: decoding's -0.5 / +1 conventions
+    # must then land within the quantisation of one heatmap pixel (4 px of a 256 crop)
+    hm = np.exp(-(((xx[None] + 0.5 - hm_xy[:, 0, None, None]) ** 2 + (yy[None] + 0.5 - hm_xy[:, 1, None, None]) ** 2)
+                  / (2 * 1.5 ** 2))).astype(np.float32)
+    _, orig = decode_heatmaps(hm, center, scale)
+    px_per_cell = 200 * scale / 64
+    assert np.abs(orig - pts).max() < 0.5 * px_per_cell + 1.0     # half a cell + integer truncation
+    assert np.allclose(orig, np.round(orig))                      # integer pixels, as face-alignment returns
+
+
+def test_fan_crop_follows_the_transform(demo_video):
+    from data_recipes.faces.fan import center_scale, crop, crop_transform
+
+    h, w = 300, 400
+    yy, xx = np.mgrid[0:h, 0:w]
+    img = np.stack([xx % 256, yy % 256, (xx // 256) * 100 + (yy // 256) * 10], -1).astype(np.uint8)
+    center, scale = center_scale(np.array([150.0, 60.0, 290.0, 230.0]))
+    c = crop(img, center, scale)
+    t = np.linalg.inv(crop_transform(center, scale, 256))
+    for u, v in [(40, 40), (128, 128), (200, 90)]:
+        x, y = (t @ [u + 0.5, v + 0.5, 1])[:2]
+        # channels hold x mod 256 and y mod 256 (the sample points avoid the wrap-around)
+        assert abs(int(c[v, u, 0]) - x % 256) <= 2.5 and abs(int(c[v, u, 1]) - y % 256) <= 2.5
+
+
+@pytest.mark.slow
+def test_fan_backend_loads_local_torchscript_with_random_weights(isolated_dirs, obama_frames):
+    from data_recipes.faces import detect
+    from data_recipes.faces.stage import FacesConfig, faces_availability
+    from tests.recipes.fan_arch import save_random_fan
+
+    cfg = FacesConfig(backend="fan")
+    a = faces_availability(cfg)
+    assert not a.ok and "2DFAN4-cd938726ad.zip" in a.reason and str(isolated_dirs / "weights") in a.reason
+    (isolated_dirs / "weights").mkdir()
+    save_random_fan(isolated_dirs / "weights" / "2DFAN4-cd938726ad.zip")
+    assert faces_availability(cfg).ok
+    t = detect(obama_frames[:2], cfg)
+    assert t.landmarks68.shape == (2, 68, 2) and np.isfinite(t.landmarks68).all()
+    assert np.allclose(t.landmarks68, np.round(t.landmarks68))
+    assert t.landmarks478.shape == (2, 478, 3) and t.present.all()
+    from data_recipes.faces.boxes import box_from_landmarks68
+
+    np.testing.assert_allclose(t.boxes, box_from_landmarks68(t.landmarks68), atol=1e-3)
