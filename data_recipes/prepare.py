@@ -17,7 +17,7 @@ import time
 import traceback
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
-from typing import Literal, Sequence
+from typing import Iterator, Literal, Mapping, Sequence
 
 from bench.progress import Progress
 from data_recipes.clip import Clip
@@ -36,10 +36,30 @@ class StageResult:
 
 
 @dataclass
-class PrepareReport:
-    """What `prepare_all` did, one row per (clip, stage) in run order."""
+class PrepareReport(Mapping[str, str]):
+    """What `prepare_all` did, one row per (clip, stage) in run order.
+
+    As a mapping it holds the clips that failed: clip id -> "<stage>: <error>" (empty when all
+    succeeded), which is what `bench prepare` prints.
+    """
 
     results: list[StageResult] = field(default_factory=list)
+
+    def _failures(self) -> dict[str, str]:
+        out: dict[str, str] = {}
+        for r in self.results:
+            if r.status in ("failed", "unavailable") and r.clip_id not in out:
+                out[r.clip_id] = f"{r.stage}: {r.error.splitlines()[0] if r.error else r.status}"
+        return out
+
+    def __getitem__(self, clip_id: str) -> str:
+        return self._failures()[clip_id]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._failures())
+
+    def __len__(self) -> int:
+        return len(self._failures())
 
     def failed(self) -> list[StageResult]:
         return [r for r in self.results if r.status in ("failed", "unavailable")]

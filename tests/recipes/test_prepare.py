@@ -20,7 +20,7 @@ def test_parallel_equals_serial_and_resumes(isolated_dirs, demo_video):
     clips = _clips(demo_video)
     serial = Recipe(Cache(isolated_dirs / "a"))
     rep1 = prepare_all(serial, clips, ["faces"], workers=1)
-    assert rep1.ok and rep1.counts() == {"computed": 6}
+    assert rep1.ok and rep1.counts() == {"computed": 6} and len(rep1) == 0
     parallel = Recipe(Cache(isolated_dirs / "b"))
     rep2 = prepare_all(parallel, clips, ["faces"], workers=2)
     assert rep2.ok and [(r.clip_id, r.stage) for r in rep2.results] == [(r.clip_id, r.stage) for r in rep1.results]
@@ -69,6 +69,9 @@ def test_failures_are_reported_not_raised(isolated_dirs, demo_video, tmp_path):
     assert status[("bad", "normalise")] == "failed" and status[("bad", "faces")] == "skipped"
     assert status[("obama/0", "faces")] == "computed"
     assert "broken.mp4" in rep.failed()[0].error and not rep.ok
+    # as a mapping: the failed clips, as `bench prepare` prints them
+    assert list(rep) == ["bad"] and len(rep) == 1 and "obama/0" not in rep
+    assert rep["bad"].startswith("normalise: MediaError") and "broken.mp4" in rep["bad"]
 
 
 def test_debug_overlays_written(isolated_dirs, demo_video, tmp_path):
