@@ -59,10 +59,15 @@ def read_checkpoint(path: Path) -> Checkpoint:
     try:
         raw = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
-        raise CheckpointError(
-            f"{path}: refused by torch.load(weights_only=True) - it holds Python objects other than "
-            f"tensors and plain containers, so it is not a Wav2Lip training checkpoint ({e})"
-        ) from e
+        text = str(e)
+        if "Unsupported global" in text:
+            what = next((ln.strip() for ln in text.splitlines() if "Unsupported global" in ln), "")
+            raise CheckpointError(
+                f"{path}: refused by torch.load(weights_only=True): it holds Python objects other than "
+                f"tensors and plain containers ({what}), so it is not a plain Wav2Lip training checkpoint; "
+                "it is never unpickled with weights_only=False"
+            ) from e
+        raise CheckpointError(f"{path}: not a readable PyTorch checkpoint (UnpicklingError)") from e
     except Exception as e:  # zip / pickle corruption surfaces as several error types
         raise CheckpointError(f"{path}: not a readable PyTorch checkpoint ({type(e).__name__}: {e})") from e
     if not isinstance(raw, dict):

@@ -1,0 +1,247 @@
+"""Wav2Lip inference as small pure pieces, faithful to the official inference.py (Rudrabha/Wav2Lip @ 5c90fa9).
+
+The official data flow, and where each step lives here:
+1. mel of the driving audio; windows start at int(i * 80 / fps), the first window that would run
+   past the end is replaced by the last 16 mel frames and ends the loop: `mel_chunks` (the count N is
+   the number of output frames);
+2. video frames are cut to the first N (`frames[:N]`) or reused cyclically (frame i % T) when shorter;
+3. face boxes: the detector's box per used frame, padded (top, bottom, left, right), smoothed in place
+   by a truncating 5-frame forward mean over the *used* frames (`frame_boxes`), or one fixed box
+   (y1, y2, x1, x2) without pads or smoothing like `--box`;
+4. crop frame[y1:y2, x1:x2] -> 96x96 (cv2 INTER_LINEAR, aspect not kept), BGR: `crop_faces`;
+5. model input: [crop with rows 48..95 zeroed, crop] on channels / 255.: `face_batch`; mel (B,1,80,16);
+6. batches of 128, prediction * 255 in BGR: `predict`;
+7. `astype(uint8)` (truncation), cv2.resize back to the box (INTER_LINEAR), hard paste: `paste`.
+
+Colour: the suite's frames are RGB; the model sees BGR. Crops and resizes act per channel, so we crop
+the RGB frame and flip the channel axis of the 96x96 crop (and flip the prediction back), which is
+bit-identical to working on BGR frames. Frames without a face (the official script aborts on them)
+pass through unchanged and are counted.
+
+Non-faithful improvements exist only behind options that are off by default (`blend`,
+`paste_resize`, `round_prediction`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Callable, ContextManager, Literal
+
+import numpy as np
+
+from data_recipes.audio.mel import WINDOW_FRAMES, inference_windows
+from data_recipes.crops.wav2lip import CROP_SIZE, OFFICIAL_PADS, Wav2LipCropConfig, official_boxes
+
+if TYPE_CHECKING:
+    import torch
+
+    from bench.progress import Progress
+
+OFFICIAL_BATCH_SIZE = 128
+Precision = Literal["fp32", "bf16", "amp"]
+
+
+@dataclass(frozen=True)
+class InferenceOptions:
+    """How to run the generator on a video.
+
+    pads: (top, bottom, left, right) added to detector boxes; smooth: the official 5-frame box mean
+    (--nosmooth turns it off); box: a fixed (y1, y2, x1, x2) box used for every frame instead of
+    detection (--box); batch_size: frames per forward pass (official 128); precision: "fp32"
+    (faithful), "bf16" (autocast, CPU or CUDA) or "amp" (fp16 autocast on CUDA, bf16 on CPU).
+    Improvements, all off in the faithful mode: blend="feather" blends the lower half of the box with
+    a feathered mask instead of pasting the whole box; paste_resize="lanczos" resizes the 96x96
+    prediction back with Lanczos instead of bilinear; round_prediction rounds instead of truncating.
+    """
+
+    pads: tuple[int, int, int, int] = OFFICIAL_PADS
+    smooth: bool = True
+    box: tuple[int, int, int, int] | None = None
+    batch_size: int = OFFICIAL_BATCH_SIZE
+    precision: Precision = "fp32"
+    blend: Literal["hard", "feather"] = "hard"
+    paste_resize: Literal["linear", "lanczos"] = "linear"
+    round_prediction: bool = False
+
+    @property
+    def faithful(self) -> bool:
+        return self.blend == "hard" and self.paste_resize == "linear" and not self.round_prediction \
+            and self.precision == "fp32"
+
+
+def mel_chunks(mel: np.ndarray, fps: float = 25.0) -> np.ndarray:
+    """(N, 80, 16) float32 mel windows of the official loop; N is the number of output frames."""
+    starts = inference_windows(mel, fps)
+    return np.stack([mel[:, s:s + WINDOW_FRAMES] for s in starts]).astype(np.float32, copy=False)
+
+
+def source_indices(num_out: int, num_frames: int) -> np.ndarray:
+    """Video frame used for each output frame: i for i < T, then cyclic (i % T) as the original."""
+    if num_frames <= 0:
+        raise ValueError("the target video has no frames")
+    return np.arange(num_out) % num_frames
+
+
+def frame_boxes(detector_boxes: np.ndarray, num_used: int, frame_hw: tuple[int, int],
+                pads: tuple[int, int, int, int] = OFFICIAL_PADS, smooth: bool = True) -> np.ndarray:
+    """(num_used, 4) int x1, y1, x2, y2 boxes for the frames the official script keeps.
+
+    `detector_boxes` (T, 4) are the detector's boxes as its API returns them (clipped at 0, int).
+    The script pads and smooths only `frames[:num_used]` (num_used = min(N, T)), so the last windows of
+    the smoothing depend on how many frames the audio uses; this reproduces that.
+    """
+    used = np.asarray(detector_boxes, dtype=np.float64)[:num_used]
+    return official_boxes(used, frame_hw, Wav2LipCropConfig(pads=tuple(pads), smooth=smooth))
+
+
+def fixed_boxes(box_y1y2x1x2: tuple[int, int, int, int], num_used: int) -> np.ndarray:
+    """The `--box` path: the same (y1, y2, x1, x2) box for every frame, as x1, y1, x2, y2 rows."""
+    y1, y2, x1, x2 = (int(v) for v in box_y1y2x1x2)
+    return np.tile(np.array([[x1, y1, x2, y2]], dtype=np.int64), (num_used, 1))
+
+
+def crop_faces(frames_rgb: np.ndarray, boxes_xyxy: np.ndarray, size: int = CROP_SIZE) -> np.ndarray:
+    """(B, size, size, 3) uint8 BGR crops: frame[y1:y2, x1:x2] resized with cv2 INTER_LINEAR."""
+    import cv2
+
+    out = np.empty((len(frames_rgb), size, size, 3), dtype=np.uint8)
+    for j, (frame, (x1, y1, x2, y2)) in enumerate(zip(frames_rgb, boxes_xyxy)):
+        out[j] = cv2.resize(frame[int(y1):int(y2), int(x1):int(x2)], (size, size),
+                            interpolation=cv2.INTER_LINEAR)[..., ::-1]
+    return out
+
+
+def face_batch(crops_bgr: np.ndarray) -> np.ndarray:
+    """(B, 6, 96, 96) float32 model input: [crop with rows 48..95 zeroed, crop] / 255.
+
+    The division is done in float64 and then cast, exactly as the original's `/ 255.` followed by
+    torch.FloatTensor.
+    """
+    masked = crops_bgr.copy()
+    masked[:, crops_bgr.shape[1] // 2:] = 0
+    both = np.concatenate((masked, crops_bgr), axis=3) / 255.0
+    return np.ascontiguousarray(both.transpose(0, 3, 1, 2), dtype=np.float32)
+
+
+def autocast_context(device: str, precision: Precision) -> ContextManager:
+    """The autocast region for a precision: nothing (fp32), bf16 autocast, or fp16 AMP on CUDA."""
+    import torch
+
+    dev = "cuda" if str(device).startswith("cuda") else "cpu"
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    if precision == "amp" and dev == "cuda":
+        return torch.autocast("cuda", dtype=torch.float16)
+    return torch.autocast(dev, dtype=torch.bfloat16)
+
+
+def predict(model: "torch.nn.Module", faces: np.ndarray, mels: np.ndarray, device: str = "cpu",
+            precision: Precision = "fp32") -> np.ndarray:
+    """(B, 96, 96, 3) float32 BGR predictions in [0, 255] (sigmoid * 255), for an eval-mode model."""
+    import torch
+
+    f = torch.from_numpy(faces).to(device)
+    m = torch.from_numpy(np.ascontiguousarray(mels[:, None], dtype=np.float32)).to(device)
+    with torch.no_grad(), autocast_context(device, precision):
+        pred = model(m, f)
+    return pred.float().cpu().numpy().transpose(0, 2, 3, 1) * np.float32(255.0)
+
+
+def _feather_mask(h: int, w: int) -> np.ndarray:
+    """(h, w, 1) float32 weights: 0 in the upper half, ramping to 1 over a margin, 0 at the box edges."""
+    margin_y, margin_x = max(1, h // 10), max(1, w // 10)
+    ys = np.clip((np.arange(h) - h / 2.0) / margin_y, 0.0, 1.0)
+    ys = np.minimum(ys, np.clip((h - 1 - np.arange(h)) / margin_y, 0.0, 1.0))
+    xs = np.minimum(np.clip(np.arange(w) / margin_x, 0.0, 1.0), np.clip((w - 1 - np.arange(w)) / margin_x, 0.0, 1.0))
+    return (ys[:, None] * xs[None, :])[..., None].astype(np.float32)
+
+
+def paste(frame_rgb: np.ndarray, pred_bgr: np.ndarray, box_xyxy, options: InferenceOptions = InferenceOptions()) -> np.ndarray:
+    """The frame with the prediction pasted into the box; faithful mode = truncate, bilinear, hard paste."""
+    import cv2
+
+    x1, y1, x2, y2 = (int(v) for v in box_xyxy)
+    if options.round_prediction:
+        patch = np.clip(np.rint(pred_bgr), 0, 255).astype(np.uint8)
+    else:
+        patch = pred_bgr.astype(np.uint8)
+    interp = cv2.INTER_LANCZOS4 if options.paste_resize == "lanczos" else cv2.INTER_LINEAR
+    patch = cv2.resize(np.ascontiguousarray(patch[..., ::-1]), (x2 - x1, y2 - y1), interpolation=interp)
+    out = frame_rgb.copy()
+    if options.blend == "feather":
+        alpha = _feather_mask(y2 - y1, x2 - x1)
+        region = out[y1:y2, x1:x2].astype(np.float32)
+        out[y1:y2, x1:x2] = np.clip(np.rint(alpha * patch + (1.0 - alpha) * region), 0, 255).astype(np.uint8)
+    else:
+        out[y1:y2, x1:x2] = patch
+    return out
+
+
+@dataclass
+class InferenceOutput:
+    frames: np.ndarray           # (N, H, W, 3) uint8 RGB
+    frames_without_face: int
+    boxes: np.ndarray            # (N, 4) int x1, y1, x2, y2 used for each output frame
+    has_face: np.ndarray         # (N,) bool
+
+
+def _null_timer(_stage: str) -> ContextManager:
+    return contextlib.nullcontext()
+
+
+def lipsync(model: "torch.nn.Module", frames_rgb: np.ndarray, mel: np.ndarray,
+            detector_boxes: np.ndarray | None = None, has_face: np.ndarray | None = None,
+            options: InferenceOptions = InferenceOptions(), device: str = "cpu", fps: float = 25.0,
+            timer: Callable[[str], ContextManager] | None = None,
+            progress: "Progress | None" = None) -> InferenceOutput:
+    """Run the whole official inference on decoded frames.
+
+    frames_rgb: (T, H, W, 3) uint8 RGB target frames (at least the first min(N, T) are needed);
+    mel: (80, M) float32 Wav2Lip mel of the driving audio; detector_boxes: (T, 4) int boxes as the
+    detector API returns them (ignored when options.box is set); has_face: (T,) bool, frames without a
+    face pass through unchanged. `timer(stage)` is a StageTimer-like context factory ("features",
+    "model", "paste_back"). The model must be in eval mode.
+    """
+    timer = timer or _null_timer
+    with timer("features"):
+        chunks = mel_chunks(mel, fps)
+        n_out = len(chunks)
+        n_used = min(n_out, len(frames_rgb))
+        hw = frames_rgb.shape[1:3]
+        if options.box is not None:
+            boxes = fixed_boxes(options.box, n_used)
+            present = np.ones(n_used, bool)
+        else:
+            if detector_boxes is None:
+                raise ValueError("lipsync needs detector_boxes or a fixed options.box")
+            boxes = frame_boxes(detector_boxes, n_used, hw, options.pads, options.smooth)
+            present = np.ones(n_used, bool) if has_face is None else np.asarray(has_face, bool)[:n_used].copy()
+        src = source_indices(n_out, n_used)
+        out = np.empty((n_out,) + frames_rgb.shape[1:], dtype=np.uint8)
+    order = [i for i in range(n_out) if present[src[i]]]
+    task = progress.task("wav2lip: generate", total=n_out) if progress is not None else None
+    try:
+        for b in range(0, len(order), options.batch_size):
+            idx = order[b:b + options.batch_size]
+            with timer("features"):
+                crops = crop_faces(frames_rgb[src[idx]], boxes[src[idx]])
+                faces = face_batch(crops)
+                mels = chunks[idx]
+            with timer("model"):
+                pred = predict(model, faces, mels, device, options.precision)
+            with timer("paste_back"):
+                for j, i in enumerate(idx):
+                    out[i] = paste(frames_rgb[src[i]], pred[j], boxes[src[i]], options)
+            if task is not None:
+                task.advance(len(idx))
+        missing = [i for i in range(n_out) if not present[src[i]]]
+        with timer("paste_back"):
+            for i in missing:
+                out[i] = frames_rgb[src[i]]
+        if task is not None and missing:
+            task.advance(len(missing))
+    finally:
+        if task is not None:
+            task.__exit__(None, None, None)
+    return InferenceOutput(out, len(missing), boxes[src], present[src])
