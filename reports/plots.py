@@ -10,7 +10,7 @@ from reports.charts import (Bar, Chart, Group, Point, Series, bar_chart, box_cha
                             scatter_chart, series_class)
 from reports.format import fmt_number
 from reports.load import Bundle, section
-from reports.stats import summarise
+from reports.stats import all_inf, summarise
 from reports.tables import REFERENCE, Column, RowIndex, Table, is_speed, method_order
 
 SYNC_CURVE_FAMILIES = ("lse", "sync", "sync_suite")   # published scorer first
@@ -47,7 +47,7 @@ def metric_bars(table: Table) -> list[Chart]:
             if s is None:
                 bars.append(Bar(row.method, math.nan, cls=classes[row.method], tooltip=cell.text))
                 continue
-            mean = math.inf if s.all_inf else s.mean
+            mean = math.inf if all_inf(s) else s.mean
             bars.append(Bar(row.method, mean, s.ci_low, s.ci_high, classes[row.method], cell.tooltip))
         if not any(math.isfinite(b.mean) for b in bars):
             continue  # nothing to draw to scale (no values, or only 'identical (inf)')

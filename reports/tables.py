@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any, Sequence
 
 from reports.format import ARROWS, BETTER_WORDS, STATUS_LABELS, fmt_number, status_text
-from reports.stats import Summary, summarise
+from reports.stats import Summary, all_inf, summarise
 
 REFERENCE = "reference"
 SPEED_FAMILIES = ("fps",)
@@ -215,7 +215,7 @@ def make_cell(rows) -> Cell:
         return Cell(status, STATUS_LABELS.get(status, status), reason=reason, n=0, tooltip=tip)
     s = summarise(ok["value"].to_numpy(dtype=float))
     notes = [missing_note] if missing_note else []
-    if s.all_inf:
+    if all_inf(s):
         return Cell("identical", "identical (inf)", n=s.n_total, note=", ".join(notes), summary=s,
                     tooltip=f"all {s.n_inf} values are +inf: generated frames identical to ground truth")
     if s.n_inf:
@@ -231,7 +231,7 @@ def _score_for_best(cell: Cell, better: str) -> float | None:
     s = cell.summary
     if s is None or cell.status not in ("ok", "identical"):
         return None
-    value = math.inf if s.all_inf else s.mean
+    value = math.inf if all_inf(s) else s.mean
     if math.isnan(value):
         return None
     if better == "higher":

@@ -47,7 +47,7 @@ def test_summarise_keeps_infinities_out_of_the_mean():
     s = summarise([30.0, 32.0, math.inf])
     assert (s.n, s.n_inf, s.mean) == (2, 1, 31.0)
     s = summarise([math.inf, math.inf])
-    assert s.all_inf and s.mean == math.inf and math.isnan(s.std)
+    assert s.kind == "all_inf" and s.mean == math.inf and math.isnan(s.std)
     assert summarise([]).n_total == 0
 
 
