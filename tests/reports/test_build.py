@@ -129,3 +129,11 @@ def test_missing_manifest_still_builds_with_a_note(tmp_path):
 def test_unknown_folder_is_an_error(tmp_path):
     with pytest.raises(FileNotFoundError):
         build_report([tmp_path / "nope"])
+
+
+def test_run_without_results_yet_builds_a_page_that_says_so(tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    mf.write(run / "manifest.json", {"run_id": "r", "status": "running"})
+    html = build_report([run]).read_text()
+    assert "No results in these runs yet" in html and "status &#39;running&#39;" in html
