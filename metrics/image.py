@@ -304,7 +304,8 @@ class PSNRMetric(Metric):
         name="psnr",
         description="peak signal-to-noise ratio against the ground-truth frames, mean over frames",
         values=(ValueSpec("PSNR", "higher", "dB", "10 log10(255^2 / MSE) per frame, RGB, mean over frames; "
-                                                  "+inf when every frame is identical"),),
+                                                  "+inf when every frame is identical, identical frames "
+                                                  "otherwise left out and counted"),),
         config=PSNRConfig,
         needs_ground_truth=True,
     )
@@ -315,13 +316,15 @@ class PSNRMetric(Metric):
         cfg: PSNRConfig = self.config or PSNRConfig()
         per_frame = psnr(sample.generated, sample.ground_truth, cfg.data_range,
                          batch_size=cfg.batch_size, progress=self.context.progress)
-        n_inf = int(np.isposinf(per_frame).sum())
+        identical = np.isposinf(per_frame)
         extra: dict[str, Any] = {"per_frame": per_frame_list(per_frame, cfg.per_frame_limit),
-                                 "identical_frames": n_inf}
-        if n_inf == len(per_frame):
-            extra["identical"] = True
-        # a clip with some identical frames has mean +inf by definition; the count says why
-        return {"PSNR": Score.ok(clip_mean(per_frame), **extra)}
+                                 "identical_frames": int(identical.sum())}
+        if identical.all():
+            # the reference row (ground truth against itself): +inf is the true value, flagged
+            return {"PSNR": Score.ok(math.inf, identical=True, **extra)}
+        # Some frames copied through unchanged (e.g. frames where a method found no face) would make
+        # the plain mean +inf and hide every other frame; they are left out of the mean and counted.
+        return {"PSNR": Score.ok(clip_mean(per_frame[~identical]), **extra)}
 
 
 class SSIMMetric(Metric):

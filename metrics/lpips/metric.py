@@ -53,14 +53,21 @@ class _LPIPSMetric(Metric):
         return self._model
 
     def weights_used(self) -> list[dict[str, str]]:
-        if not self._used:
-            from bench.weights import WeightsMismatch, WeightsMissing
+        """The files this metric uses (hashes only; the model is not built for this)."""
+        if self._used:
+            return list(self._used)
+        from bench import weights as W
+        from metrics.lpips import specs
+        from metrics.lpips.backbones import ARCHS
 
-            try:
-                self._load()
-            except (WeightsMissing, WeightsMismatch):
-                return []
-        return list(self._used)
+        out = []
+        for role, spec in ((f"LPIPS backbone ({ARCHS[self.net].name})", specs.backbone_spec(self.net)),
+                           (f"LPIPS v0.1 heads ({self.net})", specs.heads_spec(self.net))):
+            path = W.find(spec)
+            if path is not None:
+                origin = "bundled" if path == W._bundled_path(spec) else "official"
+                out.append({"role": role, "path": str(path), "sha256": W.sha256_file(path), "origin": origin})
+        return out
 
     def score(self, sample: Sample) -> dict[str, Score]:
         from bench.weights import WeightsMismatch, WeightsMissing

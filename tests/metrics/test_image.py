@@ -250,6 +250,20 @@ def test_metrics_on_a_real_pair_report_the_mean_over_frames(pairs, tmp_path):
     assert s7.value == pytest.approx(sk_ssim_default(b, a).mean(), abs=TOL)
 
 
+def test_psnr_of_a_clip_with_some_copied_frames_is_finite_and_counted(pairs, tmp_path):
+    """Frames passed through unchanged (no face found) must not turn the clip's PSNR into +inf."""
+    from skimage.metrics import peak_signal_noise_ratio
+
+    name, a, b = pairs[1]
+    generated = b.copy()
+    generated[1] = a[1]
+    p = PSNRMetric(PSNRConfig(), _context(tmp_path)).score(_sample(generated, a))["PSNR"]
+    finite = [peak_signal_noise_ratio(a[i], b[i], data_range=255) for i in (0, 2, 3)]
+    assert p.value == pytest.approx(np.mean(finite), abs=TOL)
+    assert p.extra["identical_frames"] == 1 and "identical" not in p.extra
+    assert math.isinf(p.extra["per_frame"][1])
+
+
 def test_metric_specs_and_missing_ground_truth(may, tmp_path):
     assert PSNRMetric.spec.needs_ground_truth and SSIMMetric.spec.needs_ground_truth
     assert [(v.name, v.better, v.unit) for v in PSNRMetric.spec.values] == [("PSNR", "higher", "dB")]

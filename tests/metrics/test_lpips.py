@@ -310,6 +310,7 @@ def test_unavailable_without_backbone_then_available_when_placed(isolated_dirs, 
 
     accept_hash_of(monkeypatch, net, path)
     metric = cls(LPIPSConfig(), _context(isolated_dirs))
+    before = metric.weights_used()  # for the manifest, without building the model
     score = metric.score(_sample(vox[1:], vox[:-1]))[cls.value_name]
     assert score.status == "ok" and score.value > 0 and len(score.extra["per_frame"]) == 3
     state = random_backbone(expected_alex_shapes() if net == "alex" else expected_vgg_shapes(), 11)
@@ -320,6 +321,7 @@ def test_unavailable_without_backbone_then_available_when_placed(isolated_dirs, 
     assert backbone["path"] == str(path) and backbone["sha256"] == sha256(path)
     heads = next(u for r, u in used.items() if "heads" in r)
     assert heads["origin"] == "bundled" and heads["sha256"] == specs.heads_spec(net).sha256
+    assert before == metric.weights_used()
 
 
 # ------------------------------------------------------------------------------------------------------
