@@ -369,3 +369,37 @@ def test_model_shape_validation():
     with pytest.raises(ValueError):
         MorphableModel("x", np.zeros((5, 3), np.float32), np.zeros((4, 3, 2), np.float32), np.zeros((5, 3, 2), np.float32),
                        np.zeros(3, np.int64), np.ones(3, bool), "lm68")
+
+
+# ---------------------------------------------------------------- acceptance: every stage on every shared clip
+
+def _shared_clips():
+    from tests.conftest import SHARED_DATA
+
+    return sorted(str(p.relative_to(SHARED_DATA / "clips")) for p in (SHARED_DATA / "clips").rglob("*.mp4"))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", _shared_clips() or ["(no shared clips)"])
+def test_every_stage_on_every_clip(recipe_env, name, tmp_path_factory):
+    """mel, f0, hubert (tiny random local model) and threedmm on each clip, all aligned to its frames.
+    Measured here: every clip runs; 3DMM mean reprojection error 0.38-0.71 px."""
+    from data_recipes.audio.hubert import HubertConfig
+    from data_recipes.recipe import Recipe
+    from tests.recipes.test_hubert import _save_folder
+
+    recipe, data = recipe_env
+    if not (data / "clips" / name).is_file():
+        pytest.skip(f"no clip {name}")
+    folder = tmp_path_factory.getbasetemp() / "tiny-hubert"
+    if not (folder / "config.json").is_file():
+        _save_folder(folder)
+    recipe = Recipe(recipe.cache, configs={"hubert": HubertConfig(model_dir=str(folder))})
+    clip = _clip(data, name)
+    t = recipe.output(clip, "normalise").json()["num_frames"]
+    assert recipe.output(clip, "mel").array("mel").shape == (80, 1 + 640 * t // 200)
+    assert recipe.output(clip, "hubert").array("hubert").shape == (2 * t, 32)
+    assert recipe.output(clip, "f0").array("f0").shape == (2 * t,)
+    out = recipe.output(clip, "threedmm")
+    assert out.array("exp").shape[0] == t and out.array("landmarks468").shape == (t, 468, 2)
+    assert out.json()["reprojection_error_px"]["mean"] < 1.5
