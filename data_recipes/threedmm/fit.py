@@ -115,7 +115,6 @@ def initial_translation(model: MorphableModel, targets: np.ndarray, present: np.
     m_centre = m.mean(axis=0)
     m_spread = np.sqrt(((m[:, :2] - m_centre[:2]) ** 2).sum(axis=1).mean())
     out = np.zeros((len(targets), 3))
-    fallback = None
     for i in range(len(targets)):
         if not present[i]:
             continue
@@ -126,8 +125,7 @@ def initial_translation(model: MorphableModel, targets: np.ndarray, present: np.
         out[i] = [(c[0] - camera.cx) * depth / camera.focal - m_centre[0],
                   (camera.cy - c[1]) * depth / camera.focal - m_centre[1],
                   camera.camera_distance - depth - m_centre[2]]
-        fallback = out[i] if fallback is None else fallback
-    if fallback is not None:
+    if present.any():  # frames without a face start from the nearest frame with one
         out[~present] = _nearest_fill(out, present)[~present]
     return out
 
