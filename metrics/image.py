@@ -109,8 +109,13 @@ def psnr(a: Any, b: Any, data_range: float, *, batch_size: int = 32,
     ta, tb, as_numpy = check_pair(a, b, data_range)
     out = torch.empty(ta.shape[0], dtype=torch.float64, device=ta.device)
     for s, e in tracked(batch_spans(ta.shape[0], batch_size), progress, "PSNR"):
-        d = ta[s:e].to(torch.float64) - tb[s:e].to(torch.float64)
-        mse = d.square().flatten(1).mean(dim=1)
+        if ta.dtype == torch.uint8 and tb.dtype == torch.uint8:
+            # integer squares summed in int64: exact, and a quarter of float64's memory traffic
+            d = ta[s:e].to(torch.int32) - tb[s:e].to(torch.int32)
+            mse = d.mul_(d).flatten(1).sum(dim=1).to(torch.float64) / d[0].numel()
+        else:
+            d = ta[s:e].to(torch.float64) - tb[s:e].to(torch.float64)
+            mse = d.square().flatten(1).mean(dim=1)
         # R^2 / 0 = +inf in torch (no error), and +inf is the right PSNR for identical frames
         out[s:e] = 10.0 * torch.log10(float(data_range) ** 2 / mse)
     return to_output(out, as_numpy)

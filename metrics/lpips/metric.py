@@ -12,6 +12,10 @@ from typing import Any, ClassVar
 
 from bench.availability import Availability, all_of
 from metrics.base import Metric, MetricContext, MetricSpec, Sample, Score, ValueSpec
+from metrics.lpips.specs import BACKBONE_SPECS, HEADS_SPECS
+
+# every weight file these metrics use, for `bench list` (bench.cli.known_weights reads WEIGHTS)
+WEIGHTS = (BACKBONE_SPECS["alex"], HEADS_SPECS["alex"], BACKBONE_SPECS["vgg"], HEADS_SPECS["vgg"])
 
 
 @dataclass(frozen=True)

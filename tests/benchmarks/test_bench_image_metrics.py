@@ -33,7 +33,19 @@ def _run(benchmark, fn, rounds=5):
     return benchmark.pedantic(fn, rounds=rounds, iterations=1, warmup_rounds=1)
 
 
-def test_psnr(benchmark, frames):
+@pytest.fixture(params=["torch-default", "1-thread"])
+def threads(request):
+    """torch's default intra-op threads, and one thread (faster when other jobs load the cores)."""
+    import torch
+
+    before = torch.get_num_threads()
+    if request.param == "1-thread":
+        torch.set_num_threads(1)
+    yield request.param
+    torch.set_num_threads(before)
+
+
+def test_psnr(benchmark, frames, threads):
     from metrics.image import psnr
 
     a, b = frames
@@ -47,7 +59,7 @@ def test_skimage_psnr(benchmark, frames):
     _run(benchmark, lambda: [peak_signal_noise_ratio(x, y, data_range=255) for x, y in zip(a, b)])
 
 
-def test_ssim_gaussian_float32(benchmark, frames):
+def test_ssim_gaussian_float32(benchmark, frames, threads):
     from metrics.image import ssim
 
     a, b = frames
@@ -81,6 +93,21 @@ def test_skimage_ssim_gaussian(benchmark, frames):
 
 @pytest.mark.parametrize("net, batch", [("alex", 8), ("vgg", 2)])
 def test_lpips(benchmark, frames, net, batch):
+    _lpips(benchmark, frames, net, batch)
+
+
+def test_lpips_alex_one_thread(benchmark, frames):
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        _lpips(benchmark, frames, "alex", 8)
+    finally:
+        torch.set_num_threads(before)
+
+
+def _lpips(benchmark, frames, net, batch):
     import torch
 
     from metrics.lpips.model import build_lpips_net, lpips_distance
