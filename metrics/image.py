@@ -25,6 +25,7 @@ done here.
 
 from __future__ import annotations
 
+import contextlib
 import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
@@ -89,6 +90,27 @@ def batch_spans(total: int, batch_size: int):
 
 def tracked(spans: list, progress: "Progress | None", description: str):
     return spans if progress is None else progress.track(spans, description)
+
+
+@contextlib.contextmanager
+def true_fp32(device: "torch.device"):
+    """Run cuDNN float32 convolutions in real float32 inside the block.
+
+    On Ampere and newer GPUs PyTorch lets cuDNN use TF32 (10-bit mantissa) for float32 convolutions
+    by default. That would wreck SSIM's variance terms (E[x^2] - E[x]^2 with values up to 255^2)
+    and break LPIPS parity, so it is switched off here and restored afterwards.
+    """
+    if device.type != "cuda":
+        yield
+        return
+    import torch
+
+    previous = torch.backends.cudnn.allow_tf32
+    torch.backends.cudnn.allow_tf32 = False
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.allow_tf32 = previous
 
 
 # --------------------------------------------------------------------------------------------------
@@ -247,8 +269,9 @@ def ssim(a: Any, b: Any, data_range: float, variant: str | SSIMVariant = "gaussi
     dtype = compute_dtype or torch.float32
     w = _window_1d(v, dtype, ta.device)
     out = torch.empty(ta.shape[0], dtype=torch.float64, device=ta.device)
-    for s, e in tracked(batch_spans(ta.shape[0], batch_size), progress, f"SSIM ({v.name})"):
-        out[s:e] = _ssim_batch(ta[s:e].to(dtype), tb[s:e].to(dtype), float(data_range), v, w)
+    with true_fp32(ta.device):
+        for s, e in tracked(batch_spans(ta.shape[0], batch_size), progress, f"SSIM ({v.name})"):
+            out[s:e] = _ssim_batch(ta[s:e].to(dtype), tb[s:e].to(dtype), float(data_range), v, w)
     return to_output(out, as_numpy)
 
 
@@ -347,6 +370,11 @@ class SSIMMetric(Metric):
         if (bad := check_sample(sample)) is not None:
             return {"SSIM": bad}
         cfg: SSIMConfig = self.config or SSIMConfig()
+        window = SSIM_VARIANTS[cfg.variant].window_size if cfg.variant in SSIM_VARIANTS else 0
+        if min(sample.generated.shape[1:3]) < window:
+            return {"SSIM": Score.missing("not_applicable", f"frames of {sample.generated.shape[1]}x"
+                                          f"{sample.generated.shape[2]} are smaller than the "
+                                          f"{window}x{window} SSIM window")}
         per_frame = ssim(sample.generated, sample.ground_truth, cfg.data_range, cfg.variant,
                          batch_size=cfg.batch_size, progress=self.context.progress)
         return {"SSIM": Score.ok(clip_mean(per_frame), variant=cfg.variant,

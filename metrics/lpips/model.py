@@ -130,7 +130,7 @@ def lpips_distance(a: Any, b: Any, net: "nn.Module", data_range: float, *, batch
     """
     import torch
 
-    from metrics.image import batch_spans, check_pair, to_output, tracked
+    from metrics.image import batch_spans, check_pair, to_output, tracked, true_fp32
 
     ta, tb, as_numpy = check_pair(a, b, data_range)
     if ta.shape[-1] != 3:
@@ -141,7 +141,7 @@ def lpips_distance(a: Any, b: Any, net: "nn.Module", data_range: float, *, batch
     else:
         device = net.shift.device
     out = torch.empty(ta.shape[0], dtype=torch.float64, device=device)
-    with torch.inference_mode():
+    with torch.inference_mode(), true_fp32(torch.device(device)):
         for s, e in tracked(batch_spans(ta.shape[0], batch_size), progress, f"LPIPS ({net.arch.name})"):
             x0 = frames_to_unit_range(ta[s:e].to(device), data_range)
             x1 = frames_to_unit_range(tb[s:e].to(device), data_range)

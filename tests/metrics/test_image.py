@@ -272,6 +272,8 @@ def test_metric_specs_and_missing_ground_truth(may, tmp_path):
     cross = _sample(may[:2], None, kind="cross")
     assert PSNRMetric(PSNRConfig(), ctx).score(cross)["PSNR"].status == "not_applicable"
     assert SSIMMetric(SSIMConfig(), ctx).score(cross)["SSIM"].status == "not_applicable"
+    tiny = SSIMMetric(SSIMConfig(), ctx).score(_sample(may[:2, :9, :9], may[:2, :9, :9].copy()))["SSIM"]
+    assert tiny.status == "not_applicable" and "11x11" in tiny.reason
 
 
 def test_per_frame_values_are_subsampled_for_long_clips(may, tmp_path):

@@ -386,6 +386,20 @@ def test_batching_and_tensor_input(vox):
     np.testing.assert_allclose(t.numpy(), one, rtol=1e-5)
 
 
+@pytest.mark.gpu
+def test_cuda_follows_input_device(vox):
+    from metrics.lpips.model import lpips_distance
+
+    if not torch.cuda.is_available():
+        pytest.skip("no CUDA device")
+    net = loaded_net("alex", random_backbone(expected_alex_shapes(), 0))
+    a, b = vox[:-1], vox[1:]
+    cpu = lpips_distance(a, b, net, 255)
+    gpu = lpips_distance(torch.from_numpy(a).cuda(), torch.from_numpy(b).cuda(), net, 255)
+    assert gpu.is_cuda
+    np.testing.assert_allclose(gpu.cpu().numpy(), cpu, rtol=1e-4)
+
+
 # ------------------------------------------------------------------------------------------------------
 # parity with the lpips package (runs where `import lpips` works; it needs torchvision)
 
