@@ -79,7 +79,8 @@ def build_report(run_dirs: list[Path], out_dir: Path | None = None, progress=Non
     out_dir.mkdir(parents=True, exist_ok=True)
     pr = tables.per_request(bundle.results)
     labels = plots.hardware_labels(bundle)
-    table = tables.main_table(pr, labels)
+    full = tables.main_table(pr, labels)
+    table = tables.collapse_uniform(full)   # what the page and the paper exports show
     hw = decision.hardware_section(pr, bundle)
     dt = decision.decision_table(table, pr, bundle, hw)
     pt = paper.paper_table(pr, bundle)
@@ -87,7 +88,7 @@ def build_report(run_dirs: list[Path], out_dir: Path | None = None, progress=Non
     sync_chart, sync_request = plots.sync_curve(bundle.results)
     strips, strip_notes = media.build_strips(bundle, [r.method for r in table.rows], out_dir, cfg.media, progress)
 
-    export_links = _write_exports(out_dir / "tables", table, pr, hw, dt, pt)
+    export_links = _write_exports(out_dir / "tables", table, full, pr, hw, dt, pt)
 
     context = {
         "title": cfg.title,
@@ -117,13 +118,14 @@ def build_report(run_dirs: list[Path], out_dir: Path | None = None, progress=Non
     return path
 
 
-def _write_exports(folder: Path, table, pr, hw, dt, pt) -> list[dict[str, Any]]:
+def _write_exports(folder: Path, table, full, pr, hw, dt, pt) -> list[dict[str, Any]]:
     """Tables as CSV / Markdown / LaTeX (+ long CSVs); returns [{title, files: {format: href}}]."""
     from reports import decision, exports, paper
     from reports.tables import cell_export_text
 
+    caption = "Results per method (mean \u00b1 std, n)" + "".join(f"; {c.text}" for c in table.collapsed)
     main_plain = exports.PlainTable(
-        "main", "Results per method (mean \u00b1 std, n)",
+        "main", caption,
         ("method",) + tuple(c.export_title for c in table.columns),
         tuple(((r.method + " (real video)") if r.is_reference else r.method,)
               + tuple(cell_export_text(c) for c in r.cells) for r in table.rows))
@@ -135,7 +137,7 @@ def _write_exports(folder: Path, table, pr, hw, dt, pt) -> list[dict[str, Any]]:
         links.append({"title": title, "files": {k: f"tables/{v}" for k, v in files.items()}})
     from reports.tables import table_records
 
-    exports.write_records(folder / "main_long.csv", table_records(table))
+    exports.write_records(folder / "main_long.csv", table_records(full))
     cols = ["method", "metric", "family", "kind", "request_id", "clip_id", "audio_clip", "subject", "hw_key",
             "value", "status", "reason", "unit", "better", "published", "n_frames"]
     exports.write_records(folder / "per_request.csv",

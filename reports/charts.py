@@ -378,6 +378,9 @@ def line_chart(title: str, series: Sequence[Series], xlabel: str, ylabel: str, c
             continue
         pts = " ".join(f"{_n(xs(x))},{_n(ys(y))}" for x, y in zip(s.xs, s.ys))
         shapes.append(shape("polyline", title=s.name, points=pts, class_=f"{s.cls} curve"))
+        if len(s.xs) <= 12:  # sparse series (evaluation every N steps; a single point draws no line)
+            shapes += [shape("circle", title=f"{s.name}: {fmt_number(y)} at {x:g}", cx=xs(x), cy=ys(y), r=3,
+                             class_=f"{s.cls} dot") for x, y in zip(s.xs, s.ys)]
         if mark_min:
             k = min(range(len(s.ys)), key=lambda i: s.ys[i])
             shapes.append(shape("circle", title=f"{s.name}: min {fmt_number(s.ys[k])} at {s.xs[k]:g}",

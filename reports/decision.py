@@ -124,7 +124,7 @@ class DecisionTable:
 def _quality_columns(table: Table, limit: int = 6) -> list[int]:
     """Non-speed columns, cross-driven sync preferred to self-driven (the harder, relevant test)."""
     picked = [j for j, c in enumerate(table.columns) if not is_speed(c.family) and c.kind in (None, "cross")]
-    return picked[:limit]
+    return picked[:limit]  # the page's table: columns without any value are already collapsed
 
 
 def _training_text(entries: Sequence[tuple[Any, Mapping[str, Any]]], bundle: Bundle) -> tuple[str, list[str], list[str]]:
@@ -176,8 +176,6 @@ def _caveats(method: str, entries, spec: Mapping[str, Any], budgets: list[str], 
             out.append(f"unavailable in run {run.run_id}: {entry.get('reason') or 'no reason given'}")
     if not entries:
         out.append("not described in any manifest (type, training and weights unknown)")
-    if "trained-by-suite" in origins:
-        out.append("weights trained by the suite, not the published checkpoints")
     short = [b for b in budgets if not b.startswith("full")]
     if short and "trained-by-suite" in origins:
         out.append("training budget " + ", ".join(short) + " (below the published recipe)")

@@ -132,6 +132,25 @@ class Table:
     columns: tuple[Column, ...]
     rows: tuple[Row, ...]
     notes: tuple[str, ...] = ()
+    collapsed: tuple["Collapsed", ...] = ()
+
+
+@dataclass(frozen=True)
+class Collapsed:
+    """Columns in which every method has the same missing status and reason (e.g. LSE without the
+    SyncNet weights): shown once under the table instead of as a wall of identical cells."""
+
+    metrics: tuple[str, ...]
+    status: str
+    reason: str
+
+    @property
+    def label(self) -> str:
+        return STATUS_LABELS.get(self.status, self.status)
+
+    @property
+    def text(self) -> str:
+        return f"{', '.join(self.metrics)}: {status_text(self.status, self.reason)}"
 
 
 def _family_rank(families: Sequence[str]) -> dict[str, int]:
@@ -276,6 +295,27 @@ def main_table(pr, hardware_labels: dict[str, str] | None = None) -> Table:
         notes.append("Metrics scored on both self-driven (own audio) and cross-driven (other audio) "
                      "requests are shown per kind.")
     return Table(tuple(cols), rows, tuple(notes))
+
+
+def collapse_uniform(table: Table) -> Table:
+    """The table without columns whose every filled cell has one and the same non-ok status and
+    reason; those columns are listed in `collapsed` (grouped by status and reason)."""
+    keep: list[int] = []
+    groups: dict[tuple[str, str], list[str]] = {}
+    for j, col in enumerate(table.columns):
+        filled = [r.cells[j] for r in table.rows if r.cells[j].status != "empty"]
+        kinds = {(c.status, c.reason) for c in filled}
+        if filled and len(kinds) == 1 and filled[0].status not in ("ok", "identical"):
+            names = groups.setdefault(next(iter(kinds)), [])
+            if col.metric not in names:
+                names.append(col.metric)
+        else:
+            keep.append(j)
+    rows = tuple(Row(r.method, r.is_reference, tuple(r.cells[j] for j in keep)) for r in table.rows)
+    collapsed = tuple(Collapsed(tuple(m), st, reason) for (st, reason), m in groups.items())
+    notes = table.notes if any(table.columns[j].kind for j in keep) else tuple(
+        n for n in table.notes if "per kind" not in n)
+    return Table(tuple(table.columns[j] for j in keep), rows, notes, table.collapsed + collapsed)
 
 
 def cell_export_text(cell: Cell) -> str:

@@ -6,7 +6,9 @@ The rules restated from the report's documentation, implemented here again with 
 - value: mean of the status-ok finite values with 4 significant digits but at most 4 decimals;
   spread: "± " + sample std (ddof 1) in the same format, only with two or more values;
   n: number of ok values; every ok value infinite: "identical (inf)";
-- no ok value: the status label of the most common status, and the most common reason.
+- no ok value: the status label of the most common status, and the most common reason;
+- a column in which every method's cell has no value and the same status and reason is not shown
+  as cells but once under the table: "<metrics>: <status label> for every method (<reason>)".
 """
 
 from __future__ import annotations
@@ -23,6 +25,22 @@ LABELS = {"unavailable": "unavailable", "failed": "failed", "too_short": "too sh
 def sig4(x: float) -> str:
     decimals = min(max(3 - math.floor(math.log10(abs(x))), 0), 4) if x != 0 else 3
     return f"{x:.{decimals}f}"
+
+
+def expected_table(df) -> tuple[dict[tuple[str, str, str], dict[str, str]], set[tuple[frozenset, str, str]]]:
+    """Shown cells {(method, metric, kind or ""): {"v", "sp", "n", "reason"}} and the collapsed
+    columns {(metric names, status label, reason)}."""
+    cells = expected_cells(df)
+    columns: dict[tuple[str, str], list[dict[str, str]]] = {}
+    for (method, metric, kind), cell in cells.items():
+        columns.setdefault((metric, kind), []).append(cell)
+    collapsed: dict[tuple[str, str], set[str]] = {}
+    for (metric, kind), col in columns.items():
+        if not any(c["n"] for c in col) and len({(c["v"], c["reason"]) for c in col}) == 1:
+            collapsed.setdefault((col[0]["v"], col[0]["reason"][1:-1]), set()).add(metric)
+            for key in [k for k in cells if (k[1], k[2]) == (metric, kind)]:
+                del cells[key]
+    return cells, {(frozenset(m), label, reason) for (label, reason), m in collapsed.items()}
 
 
 def expected_cells(df) -> dict[tuple[str, str, str], dict[str, str]]:

@@ -13,7 +13,7 @@ import pytest
 
 from bench.results import load_run
 from tests.reports.browser import element_boxes, full_screenshot, open_report
-from tests.reports.expected import expected_cells
+from tests.reports.expected import expected_table
 from tests.reports.xss_dataset import XSS_CLIP
 
 pytestmark = pytest.mark.browser
@@ -26,6 +26,13 @@ def _dom_cells(b) -> dict[tuple[str, str, str], dict[str, str]]:
                 return {method: td.dataset.method, metric: td.dataset.metric, kind: td.dataset.kind,
                         v: t('.v'), sp: t('.sp'), n: t('.n'), reason: t('.reason')};
             })""") if c["v"] != "\u2014"}
+
+
+def _dom_collapsed(b) -> set[tuple[frozenset, str, str]]:
+    items = b.page.evaluate("""() => [...document.querySelectorAll('#main-table-collapsed li')].map(li => [
+        li.querySelector('.metrics').textContent, li.querySelector('.status').textContent,
+        li.querySelector('.why').textContent])""")
+    return {(frozenset(m.split(", ")), st, why.strip()[1:-1]) for m, st, why in items}
 
 
 def _non_blank(img: np.ndarray, box, min_std: float = 8.0) -> bool:
@@ -59,9 +66,13 @@ def _check_xss_text(b) -> None:
 def test_real_run_report_in_chromium(real_run, real_report, tmp_path):
     df = load_run(real_run)
     assert set(df["method"]) == {"reference", "frozen"}
-    expected = expected_cells(df)
+    expected, collapsed = expected_table(df)
     with open_report(real_report) as b:
         assert _dom_cells(b) == expected
+        assert _dom_collapsed(b) == collapsed
+        # LSE cannot be computed without syncnet_v2.model: said once, with the reason, not as numbers
+        assert any({"LSE-D", "LSE-C"} <= set(m) and st == "unavailable" and "syncnet_v2.model" in why
+                   for m, st, why in collapsed)
         # The real video's row is there and visibly marked.
         assert b.page.inner_text("#main-table tr.reference th").strip().startswith("reference")
         assert b.page.inner_text("#main-table tr.reference .badge.real").strip() == "real video"
@@ -79,9 +90,10 @@ def test_real_run_report_in_chromium(real_run, real_report, tmp_path):
 
 def test_fixture_report_in_chromium(fixture_run, fixture_report, tmp_path):
     df = load_run(fixture_run)
-    expected = expected_cells(df)
+    expected, collapsed = expected_table(df)
     with open_report(fixture_report) as b:
         assert _dom_cells(b) == expected
+        assert _dom_collapsed(b) == collapsed
         best = b.page.evaluate("""() => [...document.querySelectorAll('#main-table td.best')]
                                         .map(td => [td.dataset.method, td.dataset.metric])""")
         # blur beats frozen on both image metrics (the fixture's numbers; the real video is excluded).

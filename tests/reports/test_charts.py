@@ -90,5 +90,5 @@ def test_box_chart_uses_numpy_quartiles():
 def test_line_chart_marks_the_first_minimum():
     curve = [9.0, 8.0, 6.5, 7.0, 6.5, 8.0]
     c = line_chart("x", [Series("m", tuple(range(-2, 4)), tuple(curve))], "shift", "d", mark_min=True)
-    marker = next(s for s in c.shapes if s.tag == "circle")
+    marker = next(s for s in c.shapes if s.tag == "circle" and "min" in s.title)
     assert marker.title == "m: min 6.500 at 0"

@@ -128,3 +128,19 @@ def test_suite_scorer_columns_are_marked_not_published():
 
 def test_make_cell_without_rows_is_a_dash():
     assert make_cell(frame([]).iloc[0:0]).text == "\u2014"
+
+
+def test_columns_without_any_value_and_one_reason_are_collapsed():
+    why = "syncnet_v2.model not found"
+    df = frame([row("reference", "LSE-D", status="unavailable", reason=why),
+                row("m", "LSE-D", status="unavailable", reason=why),
+                row("m", "LSE-C", status="unavailable", reason=why),
+                row("reference", "SSIM", status="failed", reason="a"), row("m", "SSIM", status="failed", reason="b"),
+                row("reference", "PSNR", 40.0), row("m", "PSNR", status="unavailable", reason=why)])
+    from reports.tables import collapse_uniform
+
+    t = collapse_uniform(main_table(per_request(df)))
+    assert [c.metric for c in t.columns] == ["PSNR", "SSIM"]  # PSNR has a value, SSIM two reasons
+    assert [(c.metrics, c.label, c.reason) for c in t.collapsed] == [(("LSE-D", "LSE-C"), "unavailable", why)]
+    assert t.collapsed[0].text == f"LSE-D, LSE-C: unavailable ({why})"
+    assert all(len(r.cells) == 2 for r in t.rows)
