@@ -257,17 +257,25 @@ def list_entries(what: str = "all") -> dict[str, list[dict[str, Any]]]:
     return out
 
 
+# Modules that declare the weight files they use as a module-level WEIGHTS (tuple or dict of WeightSpec).
+WEIGHT_MODULES = ("metrics.lpips.metric", "metrics.sync.weights", "methods.wav2lip.weights",
+                  "data_recipes.faces.weights", "data_recipes.audio.hubert")
+
+
 def known_weights():
-    """Every WeightSpec the built-in methods and metrics declare (modules expose WEIGHTS tuples)."""
+    """Every WeightSpec the built-in methods, metrics and stages declare."""
     import importlib
 
-    specs = []
-    for module in ("metrics.lpips.metric", "metrics.sync.metric", "methods.wav2lip.weights",
-                   "data_recipes.faces.stage", "data_recipes.audio.hubert", "data_recipes.threedmm.stage"):
+    from bench.weights import WeightSpec
+
+    specs: list[WeightSpec] = []
+    for module in WEIGHT_MODULES:
         try:
-            specs.extend(getattr(importlib.import_module(module), "WEIGHTS", ()))
+            declared = getattr(importlib.import_module(module), "WEIGHTS", ())
         except Exception:
             continue
+        items = declared.values() if isinstance(declared, dict) else declared
+        specs.extend(s for s in items if isinstance(s, WeightSpec) and s not in specs)
     return specs
 
 
@@ -277,28 +285,20 @@ def cmd_list(args: argparse.Namespace) -> int:
         print(json.dumps(data, indent=1))
         return 0
     from rich.console import Console
-    from rich.table import Table
-
-    console = Console(soft_wrap=False)
-    for section, rows in data.items():
-        table = Table(title=section, show_lines=False, title_justify="left", expand=False)
-        table.add_column("name", no_wrap=True)
-        table.add_column("status", no_wrap=True)
-        table.add_column("details")
-        for r in rows:
-            status = "[green]available[/green]" if r["available"] else "[red]unavailable[/red]"
-            detail = r["description"] if r["available"] else r["reason"]
-            if section == "metrics" and r.get("values"):
-                detail = f"{', '.join(r['values'])} - {detail}"
-            table.add_row(r["name"], status, _rich_escape(detail))
-        console.print(table)
-    return 0
-
-
-def _rich_escape(text: str) -> str:
     from rich.markup import escape
 
-    return escape(text)
+    console = Console(highlight=False, soft_wrap=True)  # piped output keeps whole lines
+    for section, rows in data.items():
+        console.print(f"[bold]{section}[/bold]")
+        width = max((len(r["name"]) for r in rows), default=0)
+        for r in rows:
+            mark = "[green]available  [/green]" if r["available"] else "[red]unavailable[/red]"
+            detail = r["description"] if r["available"] else r["reason"]
+            if section == "metrics" and r.get("values"):
+                detail = f"{', '.join(r['values'])}: {detail}"
+            console.print(f"  {escape(r['name']).ljust(width)}  {mark}  {escape(detail)}")
+        console.print()
+    return 0
 
 
 def cmd_report(args: argparse.Namespace) -> int:

@@ -7,8 +7,10 @@ Conventions (every method, every direction):
 
 Lifecycle, driven by `bench.runner`:
 1. the runner builds the method with its typed config and a `MethodContext`;
-2. `fit(clips, budget)` once per fit scope (nothing, the dataset, or each subject) with the training
-   clips; it returns a `FitReport` that says which weights were used and how they were obtained;
+2. `fit(clips, budget)` once per fit scope (nothing, the dataset, or each subject) with the clips of
+   the "train" split followed by those of the "val" split (`clip.split` tells them apart; val clips
+   are for held-out evaluation and must never train weights); it returns a `FitReport` that says
+   which weights were used and how they were obtained;
 3. `generate(request)` for every self-driven and cross-driven request; it returns frames plus timings.
 """
 
@@ -210,7 +212,8 @@ class Method(abc.ABC):
         return Availability.yes()
 
     def fit(self, clips: Sequence["PreparedClip"], budget: Budget) -> FitReport:
-        """Prepare to generate: load weights, or train on `clips` within `budget`. Default: nothing."""
+        """Prepare to generate: load weights, or train on the train-split `clips` within `budget`
+        (val-split clips, if any, are for evaluation only). Default: nothing."""
         return FitReport(budget=budget.describe())
 
     @abc.abstractmethod

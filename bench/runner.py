@@ -402,7 +402,7 @@ class Runner:
             for m in self.metrics:
                 if m.availability.ok:
                     need(r.target, m.spec.stages)
-        train = self.dataset.split("train")
+        train = self._fit_clips()
         for m in active:
             if m.spec.fit_scope != "none":
                 for c in train:
@@ -440,7 +440,7 @@ class Runner:
 
     def _fit_metrics(self, manifest: dict[str, Any], clip_errors: dict[str, str]) -> dict[str, Metric]:
         instances: dict[str, Metric] = {}
-        train = [c for c in self.dataset.split("train") if c.id not in clip_errors]
+        train = [c for c in self._fit_clips() if c.id not in clip_errors]
         for m in self.metrics:
             if not m.availability.ok:
                 continue
@@ -474,9 +474,13 @@ class Runner:
             instances[m.name] = metric
         return instances
 
+    def _fit_clips(self) -> list[Clip]:
+        """What `fit` sees: the train split, then the val split (held-out evaluation only)."""
+        return [*self.dataset.split("train"), *self.dataset.split("val")]
+
     def _groups(self, spec: MethodSpec) -> list[tuple[str, list[Clip], list[Request]]]:
         reqs = [r for r in self.requests if spec.cross_driven or r.kind == "self"]
-        train = self.dataset.split("train")
+        train = self._fit_clips()
         if spec.fit_scope == "none":
             return [("none", [], reqs)]
         if spec.fit_scope == "dataset":

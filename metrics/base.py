@@ -120,7 +120,8 @@ class Metric(abc.ABC):
         return Availability.yes()
 
     def fit(self, clips: Sequence["PreparedClip"], budget: "Budget") -> dict[str, Any]:
-        """Only for fit_scope="dataset": train the metric's own model; returns a summary for the manifest."""
+        """Only for fit_scope="dataset": train the metric's own model on the train-split `clips`
+        (val-split clips may follow, for evaluation only); returns a summary for the manifest."""
         return {}
 
     def weights_used(self) -> list[dict[str, str]]:

@@ -50,6 +50,7 @@ HUBERT_LARGE = WeightSpec(
            "preprocessor_config.json and pytorch_model.bin or model.safetensors)",
     licence="Apache-2.0",
 )
+WEIGHTS = (HUBERT_LARGE,)
 
 
 @dataclass(frozen=True)

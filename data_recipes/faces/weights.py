@@ -28,3 +28,5 @@ FAN_2D = WeightSpec(
            "(face-alignment 1.4 downloads it on first use; place it in the weights folder)",
     licence="BSD-3-Clause (face-alignment)",
 )
+
+WEIGHTS = (FACE_LANDMARKER, FAN_2D)
