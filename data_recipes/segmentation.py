@@ -18,7 +18,8 @@ from what is: the 478-point face mesh (the "faces" stage), colour, and the stati
    than `diff_low` inside the probable-person priors), plus the face hull, minus the certain
    background; where the plate had to be inpainted the sampled GrabCut masks vote instead. The mask
    is cleaned (morphology, only components connected to the face or the bottom edge, holes filled).
-5. Split: person pixels above the jawline (extended sideways, ramping down to chin height) are head (label 1),
+5. Split: person pixels above the jawline (extended sideways at chin height, rising back to ear
+   level further out) are head (label 1),
    the rest neck+torso (label 2); background 0.
 
 Outputs of the stage (head-crop space, `size` x `size`): `labels.npz` (one uint8 array per frame,
@@ -107,12 +108,13 @@ def priors_from_landmarks(lm: np.ndarray, size: int, config: SegmentationConfig 
     jx, jy = jaw[order, 0], jaw[order, 1]
     cols = np.arange(size, dtype=np.float64)
     boundary = np.interp(cols, jx, jy)
-    # beyond the jaw ends the line ramps from ear level down to chin height over 0.3 face widths,
-    # so hair beside the neck stays head without a vertical step at the jaw ends
-    ramp = 0.3 * fw
+    # beyond the jaw ends: chin height for 0.15 face widths (ears and hair beside the jaw are head),
+    # then rising to ear level over 0.3 face widths (shoulders of a tilted or tight crop are torso)
     left, right = cols < jx[0], cols > jx[-1]
-    boundary[left] = jy[0] + (chin[1] - jy[0]) * np.clip((jx[0] - cols[left]) / ramp, 0, 1)
-    boundary[right] = jy[-1] + (chin[1] - jy[-1]) * np.clip((cols[right] - jx[-1]) / ramp, 0, 1)
+    ramp_l = np.clip((jx[0] - cols[left] - 0.15 * fw) / (0.3 * fw), 0, 1)
+    ramp_r = np.clip((cols[right] - jx[-1] - 0.15 * fw) / (0.3 * fw), 0, 1)
+    boundary[left] = chin[1] + (jy[0] - chin[1]) * ramp_l
+    boundary[right] = chin[1] + (jy[-1] - chin[1]) * ramp_r
     above_jaw = yy < boundary[None, :].astype(np.float32)
 
     # hair ellipse: from the jaw-ear level up to hair_height face heights above the mesh top
@@ -126,9 +128,14 @@ def priors_from_landmarks(lm: np.ndarray, size: int, config: SegmentationConfig 
     # neck and torso: below the jaw, within a cone widening fast from the neck to the shoulders
     dy = np.clip(yy - chin[1], 0, None)
     torso = ~above_jaw & (np.abs(xx - cx) <= 0.4 * fw + 2.0 * dy)
-    # the middle of the body under the neck is always person in a head crop: a seed for GrabCut's
-    # colour model, so dark clothes are not given to a dark background
-    torso_core = (yy > chin[1] + 0.15 * fh) & (np.abs(xx - cx) <= 0.25 * fw + 0.5 * dy)
+    # the body under the neck and shoulders is person in a talking-head crop. It is a
+    # certain seed because colour alone cannot separate a dark suit from a dark studio background
+    # (GrabCut gave such suits to the background on the news clips); what lies outside the cone is
+    # still decided by colour and the background plate
+    # Its top is a shallow V: 0.15 face heights under the chin at the neck, sinking by another 0.15
+    # face heights per face width sideways (shoulders fall gently from the neck).
+    shoulder = chin[1] + 0.15 * fh + 0.15 * fh * np.abs(xx - cx) / fw
+    torso_core = yy > shoulder
 
     # certain background: outside a margin around the hair ellipse, above the chin (the top
     # corners of a head crop); below the chin shoulders may reach any width
@@ -241,12 +248,14 @@ def _masked_median(values: np.ndarray, valid: np.ndarray) -> np.ndarray:
 
 
 def estimate_plate(samples: list[np.ndarray], person_masks: list[np.ndarray], transforms: list[np.ndarray],
-                   frame_hw: tuple[int, int], size: int) -> tuple[Plate, np.ndarray]:
+                   frame_hw: tuple[int, int], size: int, moving_spread: float = 12.0) -> tuple[Plate, np.ndarray]:
     """Median background over sampled frames where their person mask says background.
 
     samples: frames (H, W, 3); person_masks: bool (size, size) in each frame's crop space;
     transforms: each frame's (2, 3) frame -> crop matrix. Returns the plate and the per-pixel
     fraction of samples in which the pixel was person (plate space, for voting where unknown).
+    moving_spread: temporal colour std (0-255 levels) above which a pixel counts as having had
+    something move across it.
     """
     import cv2
 
@@ -273,11 +282,18 @@ def estimate_plate(samples: list[np.ndarray], person_masks: list[np.ndarray], tr
     rows = max(1, int(4e6 // max(1, len(samples) * wp * 3)))
     for r0 in range(0, hp, rows):
         bg = state[:, r0:r0 + rows] == 0
-        # one sample that wrongly calls a pixel background must not make the plate "known" there
-        # (the plate would then copy the person into the background): require a share of votes
+        # A few samples that wrongly call a pixel background must not make the plate "known" there:
+        # the plate would copy the person's clothes and every frame would lose them (a dark suit on
+        # anchor_71s). So the background must win the majority of the samples that saw the pixel,
+        # unless the pixel's colour changes over the samples (something moved across it: then its
+        # background-labelled samples are real glimpses of the background).
         seen = (state[:, r0:r0 + rows] != 2).sum(axis=0)
         n_bg = bg.sum(axis=0)
-        ok = (n_bg >= 2) & (n_bg >= 0.25 * seen) if len(samples) > 2 else n_bg > 0
+        spread = stack[:, r0:r0 + rows].astype(np.float32).std(axis=0).mean(axis=-1)
+        if len(samples) > 2:
+            ok = (n_bg >= 2) & ((n_bg >= 0.5 * seen) | (spread > moving_spread))
+        else:
+            ok = n_bg > 0
         image[r0:r0 + rows] = _masked_median(stack[:, r0:r0 + rows], bg)
         known[r0:r0 + rows] = ok
     if not known.all():
