@@ -113,3 +113,28 @@ def test_prepare_all_faces(benchmark, shared_data, tmp_path, isolated_dirs, work
     benchmark.extra_info["frames"] = 2 * N
     benchmark.pedantic(lambda: prepare_all(_recipe(tmp_path), clips, ["faces"], workers=workers),
                        rounds=2, iterations=1)
+
+
+def test_segmentation_per_frame(benchmark, clip_frames, track):
+    """The per-frame part of segmentation (plate comparison, priors, clean-up), without GrabCut."""
+    from data_recipes.crops.head import apply, crop_frames, plan_crops
+    from data_recipes.segmentation import segment_frame
+
+    a, _ = plan_crops(track.boxes, clip_frames.shape[1:3])
+    crops = crop_frames(clip_frames, a, 512)
+    lm = apply(a, track.landmarks478)
+    plate = np.median(crops[::5], axis=0).astype(np.uint8)
+    known = np.ones((512, 512), bool)
+    vote = np.zeros((512, 512), np.float32)
+    _run(benchmark, lambda: [segment_frame(c, l, plate, known, vote) for c, l in zip(crops, lm)], N)
+
+
+def test_segmentation_grabcut_sample(benchmark, clip_frames, track):
+    """One GrabCut person mask (192 px, 3 iterations): the stage runs 16 per clip."""
+    from data_recipes.crops.head import apply, crop_frame, plan_crops
+    from data_recipes.segmentation import grabcut_person, priors_from_landmarks
+
+    a, _ = plan_crops(track.boxes, clip_frames.shape[1:3])
+    crop = crop_frame(clip_frames[0], a[0], 512)
+    pri = priors_from_landmarks(apply(a[0], track.landmarks478[0]), 512)
+    _run(benchmark, lambda: grabcut_person(crop, pri, 192, 3), 1, rounds=5)
