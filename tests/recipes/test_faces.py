@@ -245,10 +245,10 @@ def test_fan_backend_loads_local_torchscript_with_random_weights(isolated_dirs, 
     (isolated_dirs / "weights").mkdir()
     save_random_fan(isolated_dirs / "weights" / "2DFAN4-cd938726ad.zip")
     assert faces_availability(cfg).ok
-    t = detect(obama_frames[:2], cfg)
-    assert t.landmarks68.shape == (2, 68, 2) and np.isfinite(t.landmarks68).all()
+    t = detect(obama_frames[:1], cfg)   # one frame: a 4-stack FAN takes seconds on this CPU
+    assert t.landmarks68.shape == (1, 68, 2) and np.isfinite(t.landmarks68).all()
     assert np.allclose(t.landmarks68, np.round(t.landmarks68))
-    assert t.landmarks478.shape == (2, 478, 3) and t.present.all()
+    assert t.landmarks478.shape == (1, 478, 3) and t.present.all()
     from data_recipes.faces.boxes import box_from_landmarks68
 
     np.testing.assert_allclose(t.boxes, box_from_landmarks68(t.landmarks68), atol=1e-3)
