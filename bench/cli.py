@@ -38,6 +38,11 @@ def _add_dataset_args(p: argparse.ArgumentParser, split_default: str = "test") -
                    help="use at most N test clips (and proportionally few training clips)")
     p.add_argument("--subjects", type=_csv, default=(), metavar="A,B",
                    help="keep only these subjects, e.g. CMLR speakers s1,s4 (default: all)")
+    p.add_argument("--test-seconds", type=float, default=4.0, metavar="S",
+                   help="video:<file> datasets: length of the final test segment (default: 4)")
+    p.add_argument("--pairs", default=None, metavar="FILE",
+                   help="lrs2: the cross-driving pair list '<audio source> <video>' (Wav2Lip's lrs2.txt); "
+                        "default: looked up in the dataset root")
 
 
 def _add_progress_arg(p: argparse.ArgumentParser) -> None:
@@ -122,7 +127,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     config = RunConfig(
         dataset=args.dataset, methods=args.methods, metrics=args.metrics, split=args.split, budget=args.budget,
-        seed=args.seed, limit=args.limit, subjects=args.subjects, cross=args.cross, device=args.device,
+        seed=args.seed, limit=args.limit, subjects=args.subjects, test_seconds=args.test_seconds,
+        pairs=args.pairs, cross=args.cross, device=args.device,
         precision=args.precision, overrides=tuple(args.overrides), strip_frames=args.strip_frames,
         preview_videos=args.preview_videos, runs_dir=args.runs_dir, run_id=args.run_id, workers=args.workers,
         report=args.report)
@@ -138,11 +144,12 @@ def cmd_prepare(args: argparse.Namespace) -> int:
     from bench.cache import Cache
     from bench.progress import Progress
     from bench.runner import resolve_device, resolve_methods
-    from data_recipes.datasets import DatasetOptions, load
+    from bench.runner import dataset_options
+    from data_recipes.datasets import load
     from data_recipes.recipe import Recipe, stage_order
 
     progress = Progress(args.progress)
-    dataset = load(args.dataset, DatasetOptions(limit=args.limit, subjects=args.subjects))
+    dataset = load(args.dataset, dataset_options(args.limit, args.subjects, args.test_seconds, args.pairs))
     clips = list(dataset.clips) if args.split == "all" else list(dataset.split(args.split))
     recipe = Recipe(Cache(), progress)
     if args.stages:

@@ -29,10 +29,10 @@ from bench.config import ConfigError, RunConfig, apply_overrides, split_override
 from bench.layout import GROUND_TRUTH, RunLayout
 from bench.method import Budget, FitReport, GenerateRequest, GenerateResult, Method, MethodContext, MethodSpec
 from bench.progress import Progress
-from bench.registry import UnknownName, method_registry, metric_registry
+from bench.registry import method_registry, metric_registry
 from bench.results import ResultRow, collect_parts, extra_json, to_frame, write_csv, write_parquet
 from data_recipes.clip import Clip, Dataset
-from data_recipes.recipe import PreparedClip, Recipe, StageUnavailable
+from data_recipes.recipe import PreparedClip, Recipe
 from metrics.base import Metric, MetricContext, MetricSpec, Sample, Score
 
 # Stages prepared for every target clip whatever the methods need: faces give the mouth boxes of
@@ -161,6 +161,12 @@ def build_requests(dataset: Dataset, split: str, cross: bool) -> list[Request]:
                 requests.append(Request(f"{p.video_clip} <- {p.audio_clip}", "cross",
                                         dataset.clip(p.video_clip), dataset.clip(p.audio_clip)))
     return requests
+
+
+def dataset_options(limit: int | None, subjects: tuple[str, ...], test_seconds: float, pairs: str | None):
+    from data_recipes.datasets import DatasetOptions
+
+    return DatasetOptions(limit=limit, subjects=tuple(subjects), test_seconds=test_seconds, pairs=pairs)
 
 
 def default_run_id(config: RunConfig) -> str:
@@ -318,7 +324,7 @@ class Runner:
     # -- setup
 
     def _setup(self) -> None:
-        from data_recipes.datasets import DatasetOptions, load, parse
+        from data_recipes.datasets import load, parse
 
         cfg = self.config
         try:
@@ -328,7 +334,7 @@ class Runner:
             raise RunError(str(e)) from e
         self.budget = Budget.parse(cfg.budget)
         _, self.dataset_argument = parse(cfg.dataset)
-        self.dataset = load(cfg.dataset, DatasetOptions(limit=cfg.limit, subjects=cfg.subjects))
+        self.dataset = load(cfg.dataset, dataset_options(cfg.limit, cfg.subjects, cfg.test_seconds, cfg.pairs))
         self.recipe = Recipe(self.cache, self.progress)
         self.methods = resolve_methods(cfg.methods, self.overrides, self.device, self.recipe)
         self.metrics = resolve_metrics(cfg.metrics, self.overrides)
@@ -385,58 +391,45 @@ class Runner:
     # -- phases
 
     def _prepare(self) -> dict[str, str]:
-        """Run every needed stage; returns {clip id: error} for clips that cannot be prepared."""
+        """Run every needed stage (both cores); returns {clip id: error} for clips that cannot be prepared.
+
+        Stages only the report uses (REPORT_STAGES) are optional: where they fail, the clip still runs.
+        """
+        from data_recipes.prepare import prepare_all
+
         t0 = time.monotonic()
         active = [m for m in self.methods if m.availability.ok]
+        metric_stages = {s for m in self.metrics if m.availability.ok for s in m.spec.stages}
         needed: dict[str, tuple[Clip, set[str]]] = {}
 
         def need(clip: Clip, stages: Iterable[str]) -> None:
             needed.setdefault(clip.id, (clip, set()))[1].update(stages)
 
         for r in self.requests:
-            need(r.target, ("normalise", *REPORT_STAGES))
+            need(r.target, ("normalise", *metric_stages))
             need(r.driving, ("normalise",))
             for m in active:
                 need(r.target, m.spec.stages)
                 need(r.driving, m.spec.stages)
-            for m in self.metrics:
-                if m.availability.ok:
-                    need(r.target, m.spec.stages)
-        train = self._fit_clips()
+        fit_clips = self._fit_clips()
         for m in active:
             if m.spec.fit_scope != "none":
-                for c in train:
+                for c in fit_clips:
                     need(c, m.spec.stages)
         for m in self.metrics:
             if m.availability.ok and m.spec.fit_scope == "dataset":
-                for c in train:
+                for c in fit_clips:
                     need(c, ("normalise", *m.spec.stages))
+        groups: dict[frozenset[str], list[Clip]] = {}
+        for clip, stages in needed.values():
+            groups.setdefault(frozenset(stages), []).append(clip)
         errors: dict[str, str] = {}
-        jobs = [(clip, stage) for clip, stages in needed.values()
-                for stage in _ordered(stages)]
-        for clip, stage in self.progress.track(jobs, "prepare: recipe stages"):
-            if clip.id in errors:
-                continue
-            try:
-                self.recipe.output(clip, stage)
-            except Exception as e:
-                if stage in REPORT_STAGES and stage not in self._required_stages():
-                    self.progress.log(f"note: stage {stage} failed on {clip.id!r} ({e}); continuing without it")
-                    continue
-                errors[clip.id] = f"stage '{stage}' failed: {type(e).__name__}: {e}"
-                self.progress.log(f"error: clip {clip.id!r}: {errors[clip.id]}")
+        for stages, clips in groups.items():
+            errors.update(prepare_all(self.recipe, clips, sorted(stages), self.config.workers, self.progress))
+        targets = list({r.target.id: r.target for r in self.requests if r.target.id not in errors}.values())
+        prepare_all(self.recipe, targets, list(REPORT_STAGES), self.config.workers, self.progress)
         self.phases.add("prepare", t0)
         return errors
-
-    def _required_stages(self) -> set[str]:
-        out: set[str] = set()
-        for m in self.methods:
-            if m.availability.ok:
-                out.update(m.spec.stages)
-        for m in self.metrics:
-            if m.availability.ok:
-                out.update(m.spec.stages)
-        return out
 
     def _fit_metrics(self, manifest: dict[str, Any], clip_errors: dict[str, str]) -> dict[str, Metric]:
         instances: dict[str, Metric] = {}

@@ -99,7 +99,7 @@ def _stage(name: str, description: str, entry: str, config: str, requires: tuple
 # The recipe. Entries and configs are "module:attr" strings, imported only when a stage runs.
 STAGES: dict[str, StageSpec] = {s.name: s for s in (
     _stage("normalise", "25 fps frame map into the source video; 16 kHz mono float32 audio of the segment",
-           "data_recipes.media:normalise_stage", "data_recipes.configs:NormaliseConfig"),
+           "data_recipes.media:normalise_stage", "data_recipes.configs:NormaliseConfig", version="2"),
     _stage("faces", "per-frame face box, 478 and 68 landmarks, head pose, blendshapes; gaps filled or marked",
            "data_recipes.faces.stage:faces_stage", "data_recipes.faces.stage:FacesConfig",
            requires=("normalise",), availability="data_recipes.faces.stage:faces_availability"),
@@ -111,7 +111,7 @@ STAGES: dict[str, StageSpec] = {s.name: s for s in (
            requires=("faces",)),
     _stage("segmentation", "head / neck-torso / background masks in head-crop space and a background plate",
            "data_recipes.segmentation:segmentation_stage", "data_recipes.segmentation:SegmentationConfig",
-           requires=("faces", "head_crops")),
+           requires=("faces", "head_crops"), version="2"),
     _stage("mel", "Wav2Lip 80-band mel spectrogram at 80 frames/s (official hparams)",
            "data_recipes.audio.mel:mel_stage", "data_recipes.audio.mel:MelConfig", requires=("normalise",)),
     _stage("hubert", "HuBERT-large hidden states (1024-d, 50 Hz) from a local model folder",
