@@ -48,7 +48,8 @@ def scores_from(result: "SyncResult", names: tuple[str, str, str], info: dict[st
 
 
 def score_with(model: "SyncNetModel", sample: Sample, names: tuple[str, str, str], batch_size: int,
-               emulate_codecs: bool, device: str, protocol: str, progress: Any = None) -> dict[str, Score]:
+               emulate_codecs: bool, device: str, protocol: str, progress: Any = None,
+               region: tuple[int, int, int, int] | None = None) -> dict[str, Score]:
     """Scores of `sample` under `protocol`, or the same missing status for all three values."""
     from metrics.sync import pipeline
     from metrics.sync.tracked import NoFace
@@ -57,7 +58,7 @@ def score_with(model: "SyncNetModel", sample: Sample, names: tuple[str, str, str
     try:
         pipeline.check_length(len(sample.generated), len(sample.audio), options.min_windows)
         result, info = pipeline.score_video(model, sample.generated, sample.audio, protocol,  # type: ignore[arg-type]
-                                            options, progress=progress)
+                                            options, progress=progress, region=region)
     except pipeline.TooShort as e:
         return {n: Score.missing("too_short", str(e)) for n in names}
     except NoFace as e:

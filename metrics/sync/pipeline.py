@@ -29,6 +29,35 @@ Protocol = Literal["lrs", "tracked"]
 MIN_WINDOWS = 1   # one 5-frame window needs 6 usable frames (the official loop drops the last window)
 
 
+Region = tuple[int, int, int, int]
+"""(row0, row1, col0, col1) of the 224x224 network input, cut out and resized back to 224x224."""
+
+
+class RegionFrames:
+    """A frame source showing only `region` of another one's frames, enlarged to the full size."""
+
+    def __init__(self, source: Callable[[int, int], np.ndarray], region: Region):
+        self.source, self.region = source, region
+
+    def __len__(self) -> int:
+        return len(self.source)  # type: ignore[arg-type]
+
+    def __call__(self, start: int, stop: int) -> np.ndarray:
+        return cut_region(self.source(start, stop), self.region)
+
+
+def cut_region(frames: np.ndarray, region: Region) -> np.ndarray:
+    """(n, S, S, 3) uint8 -> the same size, showing rows r0:r1 and columns c0:c1 (cv2 bilinear)."""
+    import cv2
+
+    r0, r1, c0, c1 = region
+    size = frames.shape[1]
+    out = np.empty_like(frames)
+    for i, f in enumerate(frames):
+        out[i] = cv2.resize(np.ascontiguousarray(f[r0:r1, c0:c1]), (size, size))
+    return out
+
+
 class TooShort(ValueError):
     """The clip has fewer usable frames than one scored window needs."""
 
@@ -77,8 +106,12 @@ def feed(frames_rgb: np.ndarray, protocol: Protocol, folder: Path, options: Feed
 
 def score_video(model: "SyncNetModel", frames_rgb: np.ndarray, audio: np.ndarray, protocol: Protocol,
                 options: FeedOptions = FeedOptions(), detect: Callable[..., "FaceTrack"] | None = None,
-                progress: "Progress | None" = None) -> tuple[lse.SyncResult, dict[str, Any]]:
+                progress: "Progress | None" = None,
+                region: Region | None = None) -> tuple[lse.SyncResult, dict[str, Any]]:
     """Score one video. frames_rgb: (T, H, W, 3) uint8 RGB at 25 fps; audio: float32 mono 16 kHz.
+
+    region: only for the suite's own scorer, which looks at a part of the 224x224 input (see
+    `metrics.sync.suite`); the published LSE always sees the whole input (None).
 
     Raises TooShort (fewer than `min_windows` windows), tracked.NoFace (tracked protocol, no face).
     """
@@ -86,6 +119,8 @@ def score_video(model: "SyncNetModel", frames_rgb: np.ndarray, audio: np.ndarray
     windows = check_length(len(frames_rgb), len(pcm), options.min_windows)
     with tempfile.TemporaryDirectory(prefix="talkbench-sync-") as tmp:
         frames, info = feed(frames_rgb, protocol, Path(tmp), options, detect, progress)
+        if region is not None:
+            frames, info = RegionFrames(frames, region), {**info, "region": list(region)}
         feats = lse.mfcc(pcm)
         emb = lse.embed(model, frames, len(frames), feats, len(pcm), options.batch_size, options.device, progress)
     result = lse.score_embeddings(emb)

@@ -21,9 +21,11 @@ neighbours (held at the ends), as track_shot interpolates missed detections insi
 
 from __future__ import annotations
 
+import itertools
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterable
 
 import numpy as np
 
@@ -91,22 +93,25 @@ def crop_frame(image: np.ndarray, s: float, x: float, y: float, crop_scale: floa
     return cv2.resize(face, (size, size))
 
 
-def _pipeline_frames(frames_rgb: np.ndarray, folder: Path) -> list[Path]:
+def _pipeline_frames(frames_rgb: Iterable[np.ndarray], num_frames: int, folder: Path) -> list[Path]:
     """run_pipeline's step 1: MPEG-4 avi at q=2, then JPEGs at q=2 (returns the JPEG paths)."""
     avi = folder / "video.avi"
-    inputs._run_ffmpeg_with_frames(frames_rgb, frames_rgb.shape[1:3],
+    it = iter(frames_rgb)
+    first = next(it)
+    inputs._run_ffmpeg_with_frames(itertools.chain([first], it), first.shape[:2],
                                    ["-qscale:v", str(PIPELINE_QSCALE), "-r", str(lse.FPS), str(avi)])
     paths = inputs.write_video_jpegs(avi, folder / "pyframes", ["-qscale:v", str(PIPELINE_QSCALE)])
-    if len(paths) != len(frames_rgb):
-        raise inputs.FFmpegError(f"q=2 extraction gave {len(paths)} frames for {len(frames_rgb)}")
+    if len(paths) != num_frames:
+        raise inputs.FFmpegError(f"q=2 extraction gave {len(paths)} frames for {num_frames}")
     return paths
 
 
-def tracked_crops(frames_rgb: np.ndarray, boxes_xyxy: np.ndarray, folder: Path,
+def tracked_crops(frames_rgb: Iterable[np.ndarray], boxes_xyxy: np.ndarray, folder: Path,
                   emulate_codecs: bool = True) -> tuple[inputs.JpegFrames, dict[str, object]]:
     """Face-crop the frames as run_pipeline.py does and prepare them for scoring.
 
-    frames_rgb: (T, H, W, 3) uint8 RGB; boxes_xyxy: (T, 4) face boxes (NaN where none).
+    frames_rgb: T uint8 RGB frames (H, W, 3), an array or any iterable (consumed once, as a stream);
+    boxes_xyxy: (T, 4) face boxes (NaN where none).
     emulate_codecs: also apply run_pipeline's intermediate codecs (q=2 MPEG-4 and JPEG before
     cropping, XVID for the crop video); without it only the final default-quality JPEG round trip
     (which syncnet_python's evaluate() itself does) is applied.
@@ -120,7 +125,7 @@ def tracked_crops(frames_rgb: np.ndarray, boxes_xyxy: np.ndarray, folder: Path,
     info: dict[str, object] = {"frames_without_face": filled, "emulate_codecs": emulate_codecs,
                                "mean_crop": [float(track.x.mean()), float(track.y.mean()), float(track.s.mean())]}
     if emulate_codecs:
-        sources = _pipeline_frames(frames_rgb, folder)
+        sources = _pipeline_frames(frames_rgb, len(boxes), folder)
         avi = folder / "crop.avi"
         writer = cv2.VideoWriter(str(avi), cv2.VideoWriter_fourcc(*"XVID"), lse.FPS, (CROP_SIZE, CROP_SIZE))
         if not writer.isOpened():
@@ -131,15 +136,17 @@ def tracked_crops(frames_rgb: np.ndarray, boxes_xyxy: np.ndarray, folder: Path,
         finally:
             writer.release()
         paths = inputs.write_video_jpegs(avi, folder / "crop_jpg")
-        if len(paths) != len(frames_rgb):
-            raise inputs.FFmpegError(f"XVID crop video gave {len(paths)} frames for {len(frames_rgb)}")
+        if len(paths) != len(boxes):
+            raise inputs.FFmpegError(f"XVID crop video gave {len(paths)} frames for {len(boxes)}")
     else:
-        crops = np.stack([crop_frame(f, track.s[i], track.x[i], track.y[i]) for i, f in enumerate(frames_rgb)])
+        crops = [crop_frame(f, track.s[i], track.x[i], track.y[i]) for i, f in enumerate(frames_rgb)]
+        if len(crops) != len(boxes):
+            raise ValueError(f"{len(crops)} frames for {len(boxes)} boxes")
         paths = inputs.write_jpegs(crops, folder / "crop_jpg")
     return inputs.JpegFrames(paths), info
 
 
-def crops_in_memory(frames_rgb: np.ndarray, boxes_xyxy: np.ndarray, emulate_codecs: bool = True) -> np.ndarray:
+def crops_in_memory(frames_rgb: Iterable[np.ndarray], boxes_xyxy: np.ndarray, emulate_codecs: bool = True) -> np.ndarray:
     """(T, 224, 224, 3) uint8 BGR crops after the whole tracked pipeline (for training data)."""
     with tempfile.TemporaryDirectory(prefix="talkbench-crops-") as tmp:
         src, _ = tracked_crops(frames_rgb, boxes_xyxy, Path(tmp), emulate_codecs)
