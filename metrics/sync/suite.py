@@ -276,8 +276,7 @@ def train_heads(model: "SyncNetModel", clips: Sequence[ClipFeatures], config: Su
         if state.get("optimizer"):
             opt.load_state_dict(state["optimizer"])
         step, curve = int(state["step"]), list(state.get("curve", []))
-    torch.manual_seed(seed + step)   # seeded by the step it starts from: a resumed run is reproducible
-    rng = np.random.default_rng([seed, step])
+    rng = np.random.default_rng([seed, step])   # seeded by the step it starts from: a resumed run is reproducible
     dropout = torch.nn.Dropout(config.dropout)
     stopped = "steps"
 
@@ -287,7 +286,8 @@ def train_heads(model: "SyncNetModel", clips: Sequence[ClipFeatures], config: Su
 
     model.train()
     bar = progress.task("sync_suite: train", total=steps) if progress is not None else contextlib.nullcontext()
-    with bar as task:
+    with torch.random.fork_rng(), bar as task:
+        torch.manual_seed(seed + step)          # dropout masks
         if task is not None and step:
             task.advance(step)
         while step < steps:
@@ -354,8 +354,9 @@ class SuiteSyncMetric(Metric):
         steps = budget.resolve_steps(quick=cfg.steps_quick, standard=cfg.steps_standard, full=cfg.steps_full)
         max_frames = {"quick": cfg.frames_quick, "standard": cfg.frames_standard, "full": cfg.frames_full}[budget.preset]
         state = load_checkpoint(self.checkpoint) if self.checkpoint.is_file() else None
-        torch.manual_seed(self.context.seed)   # the random trunk is part of the scorer: seeded
-        model = SyncNetModel()
+        with torch.random.fork_rng():          # seeded without disturbing the caller's RNG
+            torch.manual_seed(self.context.seed)   # the random trunk is part of the scorer
+            model = SyncNetModel()
         info: dict[str, Any] = {}
         if state is not None:
             model.load_state_dict(state["state_dict"])   # trunk, calibration and heads as saved
