@@ -66,11 +66,18 @@ def fill_missing_boxes(boxes: np.ndarray) -> tuple[np.ndarray, int]:
 
 
 def crop_track(boxes_xyxy: np.ndarray, kernel: int | None = None) -> CropTrack:
-    """run_pipeline's smoothing of (T, 4) x1, y1, x2, y2 boxes (no NaN) into per-frame crop parameters."""
+    """run_pipeline's smoothing of (T, 4) x1, y1, x2, y2 boxes (no NaN) into per-frame crop parameters.
+
+    Tracks shorter than the kernel (13) use the largest odd kernel <= T (see below)."""
     from scipy import signal
 
-    k = MEDIAN_KERNEL if kernel is None else kernel
     b = np.asarray(boxes_xyxy, dtype=np.float64)
+    k = MEDIAN_KERNEL if kernel is None else kernel
+    if len(b) < k:
+        # medfilt pads with zeros: with fewer real values than zeros in the window the median is 0
+        # (an empty crop). The original never sees such tracks (min_track 100); short clips use the
+        # largest odd kernel that fits, whose edge windows still hold more real values than zeros.
+        k = max(1, len(b) - (1 - len(b) % 2))
     s = np.maximum(b[:, 3] - b[:, 1], b[:, 2] - b[:, 0]) / 2
     y = (b[:, 1] + b[:, 3]) / 2
     x = (b[:, 0] + b[:, 2]) / 2

@@ -91,6 +91,20 @@ def test_box_smoothing_is_a_13_frame_median_with_zero_padding():
     assert tr.x[0] == pytest.approx(150.0) and tr.s[0] == pytest.approx(60.0)
 
 
+def test_short_tracks_keep_their_boxes():
+    """With fewer than 7 frames a 13-frame zero-padded median is 0 everywhere (empty crops); short
+    clips (which the original never scores) use the largest odd kernel that fits instead."""
+    from scipy import signal
+
+    for t in (6, 7, 12):
+        boxes = np.tile([[50.0, 40.0, 150.0, 160.0]], (t, 1))
+        tr = tracked.crop_track(boxes)
+        np.testing.assert_allclose(tr.s, 60.0)
+        np.testing.assert_allclose(tr.x, 100.0)
+    with pytest.warns(UserWarning, match="zero-padded"):
+        assert (signal.medfilt(np.full(6, 60.0), kernel_size=13) == 0).all()  # what the original would do
+
+
 def test_missing_boxes_are_interpolated_and_no_face_is_an_error():
     b = np.array([[0, 0, 10, 10], [np.nan] * 4, [20, 20, 30, 30], [np.nan] * 4], dtype=float)
     filled, n = tracked.fill_missing_boxes(b)
