@@ -178,7 +178,7 @@ def trunk_features(model: "SyncNetModel", clip_id: str, crops: np.ndarray, mfcc:
     w = lse.num_windows(len(crops), len(crops) * lse.SAMPLES_PER_FRAME)
     lips, auds = [], []
     model.eval()
-    with torch.inference_mode():
+    with torch.no_grad():   # not inference_mode: these tensors feed autograd later, as inputs
         for a, b in _chunks(w, chunk):
             lip = model.netcnnlip[:LIP_TRUNK](_lip_input(crops, a, b))      # (1, 256, n, 6, 6)
             lips.append(lip[0].transpose(0, 1).to(torch.bfloat16))
