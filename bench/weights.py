@@ -93,8 +93,13 @@ def find(spec: WeightSpec, folder: Path | None = None) -> Path | None:
 
 
 def verify(spec: WeightSpec, path: Path) -> str:
-    """Return the file's sha256, raising WeightsMismatch when it contradicts what the spec expects."""
-    digest = sha256_file(path)
+    """Return the file's sha256, raising WeightsMismatch when it contradicts what the spec expects.
+
+    The digest is remembered on disk by (path, size, mtime), so a large file is hashed once per machine.
+    """
+    from bench.cache import file_sha256
+
+    digest = file_sha256(path)
     if spec.sha256 and digest != spec.sha256.lower():
         raise WeightsMismatch(
             f"{path} has sha256 {digest}, expected {spec.sha256} for {spec.description}; "
@@ -118,5 +123,13 @@ def locate(spec: WeightSpec, folder: Path | None = None) -> Path:
 
 
 def availability(spec: WeightSpec, folder: Path | None = None) -> Availability:
-    """Cheap check for `bench list`: presence only (hashing large files happens on use)."""
-    return Availability.yes() if find(spec, folder) else Availability.no(spec.missing_message(folder))
+    """Present and, where a hash is known, verified: a corrupt or different file is unavailable too."""
+    path = find(spec, folder)
+    if path is None:
+        return Availability.no(spec.missing_message(folder))
+    if spec.sha256 or spec.sha256_prefix:
+        try:
+            verify(spec, path)
+        except WeightsMismatch as e:
+            return Availability.no(str(e))
+    return Availability.yes()

@@ -351,6 +351,11 @@ class SuiteSyncMetric(Metric):
 
         cfg = self.config
         t0 = time.monotonic()
+        # The runner passes val clips after train ones for methods' held-out evaluation; the scorer
+        # trains on train clips only, so val audio (the demo's cross-driving source) stays unseen.
+        clips = [c for c in clips if c.clip.split == "train"]
+        if not clips:
+            raise ValueError("no clips of the train split to train the suite scorer on")
         steps = budget.resolve_steps(quick=cfg.steps_quick, standard=cfg.steps_standard, full=cfg.steps_full)
         max_frames = {"quick": cfg.frames_quick, "standard": cfg.frames_standard, "full": cfg.frames_full}[budget.preset]
         state = load_checkpoint(self.checkpoint) if self.checkpoint.is_file() else None

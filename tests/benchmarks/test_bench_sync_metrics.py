@@ -36,6 +36,13 @@ def workdir(tmp_path_factory) -> Path:
 
 @pytest.fixture()
 def weights_env(workdir, monkeypatch):
+    import dataclasses
+    import hashlib
+
+    import metrics.sync.metric as sync_metric
+
+    digest = hashlib.sha256((workdir / "weights" / "syncnet_v2.model").read_bytes()).hexdigest()
+    monkeypatch.setattr(sync_metric, "SYNCNET_V2", dataclasses.replace(sync_metric.SYNCNET_V2, sha256=digest))
     monkeypatch.setenv("TALKBENCH_WEIGHTS", str(workdir / "weights"))
     monkeypatch.setenv("TALKBENCH_CACHE", str(workdir / "cache"))
     return workdir

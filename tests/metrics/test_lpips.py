@@ -301,14 +301,16 @@ def test_unavailable_without_backbone_then_available_when_placed(isolated_dirs, 
     score = cls(LPIPSConfig(), _context(isolated_dirs)).score(_sample(vox[1:], vox[:-1]))[cls.value_name]
     assert score.status == "unavailable" and filename in score.reason and math.isnan(score.value)
 
+    # a file that is not the official one (hash prefix) is refused with the reason, up front and on use
     path = place_backbone(folder, net, seed=11)
-    assert cls.availability(LPIPSConfig()).ok  # no code change: the file's presence is enough
-
-    # a file that is not the official one (hash prefix) is refused with the reason
+    avail = cls.availability(LPIPSConfig())
+    assert not avail.ok and "sha256" in avail.reason
     score = cls(LPIPSConfig(), _context(isolated_dirs)).score(_sample(vox[1:], vox[:-1]))[cls.value_name]
     assert score.status == "unavailable" and "sha256" in score.reason
 
+    # the official file (here: one whose hash the spec expects) makes it available with no code change
     accept_hash_of(monkeypatch, net, path)
+    assert cls.availability(LPIPSConfig()).ok
     metric = cls(LPIPSConfig(), _context(isolated_dirs))
     before = metric.weights_used()  # for the manifest, without building the model
     score = metric.score(_sample(vox[1:], vox[:-1]))[cls.value_name]

@@ -10,7 +10,7 @@ from bench.progress import Progress
 from metrics.base import MetricContext, Sample
 from metrics.sync import tracked
 from metrics.sync.metric import LSEConfig, LSEMetric
-from tests.metrics.sync_common import decode_clip, save_like_original, seeded_syncnet
+from tests.metrics.sync_common import decode_clip, place_syncnet, save_like_original, seeded_syncnet
 
 
 def _context(tmp_path) -> MetricContext:
@@ -21,7 +21,7 @@ def _sample(frames, audio, protocol="lrs", kind="self") -> Sample:
     return Sample("r", kind, frames, frames if kind == "self" else None, audio, None, protocol)  # type: ignore[arg-type]
 
 
-def test_unavailable_without_weights_then_available_when_placed(isolated_dirs, shared_data):
+def test_unavailable_without_weights_then_available_when_placed(isolated_dirs, shared_data, monkeypatch):
     from bench.cli import list_entries
 
     a = LSEMetric.availability(LSEConfig())
@@ -36,7 +36,7 @@ def test_unavailable_without_weights_then_available_when_placed(isolated_dirs, s
     assert {s.status for s in scores.values()} == {"unavailable"}
     assert set(scores) == {"LSE-D", "LSE-C", "AV-offset"}
 
-    save_like_original(seeded_syncnet(0), isolated_dirs / "weights" / "syncnet_v2.model")
+    place_syncnet(seeded_syncnet(0), isolated_dirs / "weights", monkeypatch)
     assert LSEMetric.availability(LSEConfig()).ok
     assert next(r for r in list_entries("metrics")["metrics"] if r["name"] == "lse")["available"]
     scores = metric.score(_sample(frames, audio))
@@ -47,12 +47,19 @@ def test_unavailable_without_weights_then_available_when_placed(isolated_dirs, s
     assert used[0]["origin"] == "official" and len(used[0]["sha256"]) == 64
 
 
-def test_too_short_clip_says_how_long_it_was(isolated_dirs, shared_data):
-    save_like_original(seeded_syncnet(0), isolated_dirs / "weights" / "syncnet_v2.model")
+def test_too_short_clip_says_how_long_it_was(isolated_dirs, shared_data, monkeypatch):
+    place_syncnet(seeded_syncnet(0), isolated_dirs / "weights", monkeypatch)
     frames, audio = decode_clip(shared_data / "clips/vox/00002.mp4", 4)
     scores = LSEMetric(LSEConfig(), _context(isolated_dirs)).score(_sample(frames, audio, kind="cross"))
     assert {s.status for s in scores.values()} == {"too_short"}
     assert "4 usable frames" in scores["LSE-C"].reason
+
+
+def test_a_file_that_is_not_the_official_one_is_unavailable(isolated_dirs):
+    """The pinned digest refuses a different network under the official name, with the reason."""
+    save_like_original(seeded_syncnet(0), isolated_dirs / "weights" / "syncnet_v2.model")
+    a = LSEMetric.availability(LSEConfig())
+    assert not a.ok and "sha256" in a.reason and "961e8696" in a.reason
 
 
 def test_spec_declares_published_values():
@@ -116,9 +123,9 @@ def test_missing_boxes_are_interpolated_and_no_face_is_an_error():
 
 
 @pytest.mark.slow
-def test_tracked_protocol_scores_a_full_frame_clip(isolated_dirs, shared_data):
+def test_tracked_protocol_scores_a_full_frame_clip(isolated_dirs, shared_data, monkeypatch):
     """may_5s.mp4 (512x512 full frames): face found, crops made through the pipeline's codecs."""
-    save_like_original(seeded_syncnet(0), isolated_dirs / "weights" / "syncnet_v2.model")
+    place_syncnet(seeded_syncnet(0), isolated_dirs / "weights", monkeypatch)
     frames, audio = decode_clip(shared_data / "clips/may_5s.mp4", 24)
     metric = LSEMetric(LSEConfig(), _context(isolated_dirs))
     scores = metric.score(_sample(frames, audio, protocol="tracked"))
@@ -133,8 +140,8 @@ def test_tracked_protocol_scores_a_full_frame_clip(isolated_dirs, shared_data):
     assert plain["LSE-D"].value != scores["LSE-D"].value
 
 
-def test_tracked_protocol_without_a_face_fails_with_reason(isolated_dirs):
-    save_like_original(seeded_syncnet(0), isolated_dirs / "weights" / "syncnet_v2.model")
+def test_tracked_protocol_without_a_face_fails_with_reason(isolated_dirs, monkeypatch):
+    place_syncnet(seeded_syncnet(0), isolated_dirs / "weights", monkeypatch)
     frames = np.full((8, 128, 128, 3), 40, np.uint8)
     audio = np.zeros(8 * 640, np.float32)
     scores = LSEMetric(LSEConfig(), _context(isolated_dirs)).score(_sample(frames, audio, protocol="tracked"))

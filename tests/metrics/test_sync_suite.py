@@ -113,3 +113,15 @@ def test_clips_too_short_to_train_on_are_skipped_with_reason(shared_data, tmp_pa
     tiny = _prepared(tmp_path / "c", shared_data / "clips/vox/00002.mp4", "vox/tiny", 0.0, 0.2)
     with pytest.raises(ValueError, match="vox/tiny"):
         _metric(tmp_path, SMALL).fit([tiny], Budget(steps=2))
+
+
+def test_val_clips_never_train_the_scorer(shared_data, tmp_path):
+    """The runner passes val clips after train ones (for methods' evaluation); the scorer skips them."""
+    import dataclasses
+
+    from data_recipes.recipe import Recipe
+
+    val = _prepared(tmp_path / "c", shared_data / "clips/vox/00002.mp4", "vox/v", 0.0, 2.0)
+    val = Recipe(Cache(tmp_path / "c")).prepare(dataclasses.replace(val.clip, split="val"))
+    with pytest.raises(ValueError, match="no clips of the train split"):
+        _metric(tmp_path, SMALL).fit([val], Budget(steps=2))
