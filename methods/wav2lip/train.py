@@ -262,13 +262,7 @@ def train_expert(train: Sequence[ClipData], held_out: Sequence[ClipData], settin
     finally:
         if task:
             task.__exit__(None, None, None)
-    log.flush(step)
-    res.step = step
-    if res.checkpoint is None or not res.checkpoint.name.endswith(f"{step:09d}.pth"):
-        res.seconds += time.monotonic() - t0
-        res.checkpoint = _save(folder, step, _epoch(step, len(train), settings.batch_size),
-                               [("", model, opt)], res, settings.keep)
-    return res
+    return _finish(folder, step, t0, len(train), settings, [("", model, opt)], res, log)
 
 
 def _resume(folder: Path, model, opt, device: str, prefix: str = "") -> tuple[int, dict[str, Any]]:
@@ -291,6 +285,18 @@ def _optimizer_to(opt, device: str) -> None:
         for k, v in st.items():
             if isinstance(v, torch.Tensor) and k != "step":
                 st[k] = v.to(device)
+
+
+def _finish(folder: Path, step: int, t0: float, n_clips: int, settings: StageSettings, parts,
+            res: StageResult, log) -> StageResult:
+    """End of a training stage (steps done, deadline hit or interrupted): the last step is always
+    checkpointed, so a rerun resumes exactly where this one stopped."""
+    log.flush(step)
+    res.step = step
+    if res.checkpoint is None or not res.checkpoint.name.endswith(f"{step:09d}.pth"):
+        res.seconds += time.monotonic() - t0
+        res.checkpoint = _save(folder, step, _epoch(step, n_clips, settings.batch_size), parts, res, settings.keep)
+    return res
 
 
 def _save(folder: Path, step: int, epoch: int, parts, res: StageResult, keep: int) -> Path:
@@ -464,12 +470,7 @@ def train_generator(train: Sequence[ClipData], held_out: Sequence[ClipData], exp
     finally:
         if task:
             task.__exit__(None, None, None)
-    log.flush(step)
-    res.step = step
-    if res.checkpoint is None or not res.checkpoint.name.endswith(f"{step:09d}.pth"):
-        res.seconds += time.monotonic() - t0
-        res.checkpoint = _save(folder, step, _epoch(step, len(train), settings.batch_size), parts, res, settings.keep)
-    return res
+    return _finish(folder, step, t0, len(train), settings, parts, res, log)
 
 
 def settings_dict(settings: StageSettings) -> dict[str, Any]:
