@@ -1,7 +1,7 @@
 """Speed of the audio features (mel, f0, HuBERT) and of the 3DMM fit.
 
 Run: pytest tests/benchmarks/test_bench_audio_3dmm.py --benchmark-only
-Numbers and the machine go into docs/benchmarks/audio_3dmm.md. HuBERT runs with random weights (no
+Numbers and the machine go into docs/BENCHMARKS.md. HuBERT runs with random weights (no
 HuBERT checkpoint exists here): a tiny model, and one with hubert-large's exact architecture
 (1024 hidden, 24 layers, 16 heads, 4096 FFN, layer-norm conv stack) whose compute equals the real one.
 """

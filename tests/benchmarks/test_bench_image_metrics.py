@@ -1,7 +1,7 @@
 """Speed of the image-quality metrics on a batch of 8 real 512x512 frame pairs.
 
 Run: pytest tests/benchmarks/test_bench_image_metrics.py --benchmark-only
-Numbers and the machine go into docs/benchmarks/metrics_image.md. LPIPS runs with seeded random
+Numbers and the machine go into docs/BENCHMARKS.md. LPIPS runs with seeded random
 backbones (the ImageNet files are not available here); the compute is identical to the real one.
 """
 

@@ -1,7 +1,7 @@
 """Speed of the data-recipe stages on real frames (frames per second = N / mean time).
 
 Run: pytest tests/benchmarks/test_bench_recipes.py --benchmark-only
-Numbers and the machine go into docs/benchmarks/recipes.md. Each benchmark stores its frame count
+Numbers and the machine go into docs/BENCHMARKS.md. Each benchmark stores its frame count
 in extra_info["frames"]; fps = frames / mean seconds.
 """
 

@@ -1,7 +1,7 @@
 """Report build speed: the whole report of a small real run, and the tables of a CMLR-sized run.
 
 Run with `pytest tests/benchmarks/test_bench_reports.py --benchmark-only`; numbers go into
-docs/benchmarks/reports.md.
+docs/BENCHMARKS.md.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Speed of the lip-sync metrics, LMD and fps on real 512x512 frames (may_5s.mp4, 50 frames = 2 s).
 
 Run: pytest tests/benchmarks/test_bench_sync_metrics.py --benchmark-only
-Numbers and the machine go into docs/benchmarks/metrics_sync.md. SyncNet runs with seeded random
+Numbers and the machine go into docs/BENCHMARKS.md. SyncNet runs with seeded random
 weights in the published layout (syncnet_v2.model is not available here); the compute is identical.
 """
 

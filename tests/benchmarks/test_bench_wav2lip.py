@@ -2,7 +2,7 @@
 each stage, and end-to-end `generate` on a prepared demo clip.
 
 Run: pytest tests/benchmarks/test_bench_wav2lip.py --benchmark-only
-Numbers and the machine go into docs/benchmarks/wav2lip.md. Weights are seeded random (the compute is
+Numbers and the machine go into docs/BENCHMARKS.md. Weights are seeded random (the compute is
 the same as with the official checkpoint). frames/s = batch / median seconds.
 """
 
