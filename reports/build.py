@@ -63,6 +63,14 @@ def _run_info(run) -> dict[str, Any]:
     }
 
 
+def baseline_methods(bundle) -> frozenset[str]:
+    """Methods whose manifest spec says kind "baseline" (reference, frozen, ...)."""
+    from reports.plots import spec_of
+
+    return frozenset(name for name, entries in bundle.methods_manifest().items()
+                     if any(spec_of(e).get("kind") == "baseline" for _, e in entries))
+
+
 def build_report(run_dirs: list[Path], out_dir: Path | None = None, progress=None,
                  config: ReportConfig | None = None) -> Path:
     """Write `<out_dir>/report.html` (default out_dir: `<first run>/report`) and return its path."""
@@ -79,7 +87,7 @@ def build_report(run_dirs: list[Path], out_dir: Path | None = None, progress=Non
     out_dir.mkdir(parents=True, exist_ok=True)
     pr = tables.per_request(bundle.results)
     labels = plots.hardware_labels(bundle)
-    full = tables.main_table(pr, labels)
+    full = tables.main_table(pr, labels, baseline_methods(bundle))
     table = tables.collapse_uniform(full)   # what the page and the paper exports show
     hw = decision.hardware_section(pr, bundle)
     dt = decision.decision_table(table, pr, bundle, hw)

@@ -262,28 +262,44 @@ def _score_for_best(cell: Cell, better: str) -> float | None:
     return None
 
 
-def mark_best(cells: list[Cell], is_reference: list[bool], better: str) -> list[Cell]:
-    """Mark the best cell(s) among non-reference rows; needs at least two comparable rows."""
+def mark_best(cells: list[Cell], roles: list[str], better: str) -> list[Cell]:
+    """Mark the best cell(s) among rows of role "method".
+
+    roles: "reference" (never compared), "baseline" (compared, never marked) or "method". Needs
+    at least two comparable rows, and the best method must be at least as good as every baseline:
+    when the floor beats every method, no method is the one a reader should pick.
+    """
     from dataclasses import replace
 
-    scores = [None if ref else _score_for_best(c, better) for c, ref in zip(cells, is_reference)]
-    valid = [s for s in scores if s is not None]
-    if len(valid) < 2:
+    scores = [None if role == "reference" else _score_for_best(c, better) for c, role in zip(cells, roles)]
+    if sum(s is not None for s in scores) < 2:
         return cells
-    best = min(valid)
-    return [replace(c, best=True) if s is not None and (s == best or math.isclose(s, best, rel_tol=1e-12))
-            else c for c, s in zip(cells, scores)]
+    methods = [s for s, role in zip(scores, roles) if s is not None and role == "method"]
+    if not methods:
+        return cells
+    best = min(methods)
+    if any(s is not None and role == "baseline" and s < best and not math.isclose(s, best, rel_tol=1e-12)
+           for s, role in zip(scores, roles)):
+        return cells
+    return [replace(c, best=True) if role == "method" and s is not None
+            and (s == best or math.isclose(s, best, rel_tol=1e-12)) else c
+            for c, s, role in zip(cells, scores, roles)]
 
 
-def main_table(pr, hardware_labels: dict[str, str] | None = None) -> Table:
-    """Method x metric table from per-request rows (see `per_request`)."""
+def main_table(pr, hardware_labels: dict[str, str] | None = None,
+               baselines: frozenset[str] = frozenset()) -> Table:
+    """Method x metric table from per-request rows (see `per_request`).
+
+    `baselines` (methods of kind "baseline", e.g. `frozen`) are compared but never marked best
+    (see `mark_best`).
+    """
     cols = columns_for(pr, hardware_labels)
     methods = method_order(_unique(pr["method"])) if len(pr) else []
     index = RowIndex(pr)
     grid = [[make_cell(index.rows(c, m)) for c in cols] for m in methods]
-    refs = [m == REFERENCE for m in methods]
+    roles = ["reference" if m == REFERENCE else "baseline" if m in baselines else "method" for m in methods]
     for j, col in enumerate(cols):
-        marked = mark_best([grid[i][j] for i in range(len(methods))], refs, col.better)
+        marked = mark_best([grid[i][j] for i in range(len(methods))], roles, col.better)
         for i in range(len(methods)):
             grid[i][j] = marked[i]
     rows = tuple(Row(m, m == REFERENCE, tuple(grid[i])) for i, m in enumerate(methods))

@@ -137,3 +137,17 @@ def test_run_without_results_yet_builds_a_page_that_says_so(tmp_path):
     mf.write(run / "manifest.json", {"run_id": "r", "status": "running"})
     html = build_report([run]).read_text()
     assert "No results in these runs yet" in html and "status &#39;running&#39;" in html
+
+
+def test_baseline_kind_in_the_manifest_keeps_a_method_from_best(tmp_path):
+    rows = [row("frozen", "PSNR", 33.0), row("a", "PSNR", 30.0), row("b", "PSNR", 34.0)]
+    spec = {"spec": {"kind": "baseline"}}
+    run = write_run(tmp_path / "run", rows, manifest("r1", "hw", "cpu", methods={"frozen": spec}))
+    html = build_report([run]).read_text()
+    best_rows = re.findall(r'<th scope="row"><span class="method">([^<]+)</span>(?:(?!</tr>).)*?best-badge',
+                           html, flags=re.S)
+    assert best_rows == ["b"]
+    # the same rows with frozen a baseline and beating b: no method is marked
+    rows[2] = row("b", "PSNR", 31.0)
+    run = write_run(tmp_path / "run2", rows, manifest("r2", "hw", "cpu", methods={"frozen": spec}))
+    assert "best-badge" not in build_report([run]).read_text().split('id="main-table"')[1].split("</table>")[0]

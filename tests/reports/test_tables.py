@@ -93,6 +93,23 @@ def test_best_is_marked_among_non_reference_methods(metric, values, best):
     assert marked == best
 
 
+@pytest.mark.parametrize("floor,best", [
+    (29.0, {"b"}),        # methods beat the floor: the best method is marked, the floor never
+    (30.5, {"b"}),        # beats one method: still the best method
+    (33.0, set()),        # the floor beats every method: nothing is the method to pick
+])
+def test_baselines_are_compared_but_never_marked_best(floor, best):
+    rows = [row("frozen", "PSNR", floor), row("a", "PSNR", 30.0), row("b", "PSNR", 31.0)]
+    t = main_table(per_request(frame(rows)), baselines=frozenset({"frozen"}))
+    assert {r.method for r in t.rows for c in r.cells if c.best} == best
+
+
+def test_one_method_against_a_baseline_is_marked_when_it_beats_it():
+    rows = [row("frozen", "LSE-D", 9.0), row("a", "LSE-D", 7.0)]
+    t = main_table(per_request(frame(rows)), baselines=frozenset({"frozen"}))
+    assert {r.method for r in t.rows for c in r.cells if c.best} == {"a"}
+
+
 def test_no_best_mark_with_a_single_comparable_method():
     t = main_table(per_request(frame([row("reference", "PSNR", 40.0), row("m", "PSNR", 30.0)])))
     assert not any(c.best for r in t.rows for c in r.cells)
