@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from methods.wav2lip.models import SyncNet_color, Wav2Lip, Wav2Lip_disc_qual, count_parameters
+from tests.methods.wav2lip_common import randomise_batchnorm
 
 # (prefix, in, out, kernel, stride, padding, residual, transposed, output_padding)
 R = "res"
@@ -141,17 +142,6 @@ def test_first_and_last_generator_keys():
 # ------------------------------------------------------------------ independent functional forward
 
 
-def _randomise(model: torch.nn.Module, seed: int) -> torch.nn.Module:
-    """Give BatchNorm non-trivial statistics and affine parameters so eval-mode outputs are informative."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, torch.nn.BatchNorm2d):
-                m.running_mean.copy_(torch.randn(m.num_features, generator=g) * 0.1)
-                m.running_var.copy_(torch.rand(m.num_features, generator=g) * 0.5 + 0.75)
-                m.weight.copy_(torch.rand(m.num_features, generator=g) * 0.5 + 0.5)
-                m.bias.copy_(torch.randn(m.num_features, generator=g) * 0.1)
-    return model.eval()
 
 
 def _f_block(sd, prefix, x, spec, bn=True, leaky=False):
@@ -213,7 +203,7 @@ def functional_disc(sd, faces_2d):
 @pytest.fixture(scope="module")
 def seeded_generator():
     torch.manual_seed(0)
-    return _randomise(Wav2Lip(), 1)
+    return randomise_batchnorm(Wav2Lip(), 1)
 
 
 def _inputs(batch: int, seed: int = 3):
@@ -265,7 +255,7 @@ def test_sequence_layout_folds_time_like_the_original(seeded_generator):
 
 def test_expert_forward_equals_the_functional_forward():
     torch.manual_seed(0)
-    model = _randomise(SyncNet_color(), 2)
+    model = randomise_batchnorm(SyncNet_color(), 2)
     g = torch.Generator().manual_seed(4)
     mel, faces = torch.rand(3, 1, 80, 16, generator=g), torch.rand(3, 15, 48, 96, generator=g)
     with torch.no_grad():

@@ -186,16 +186,11 @@ def seeded_generator_state() -> dict[str, torch.Tensor]:
     final 1x1 convolution scaled by 40 (raw init gives sigmoid outputs within 0.46..0.53)."""
     from methods.wav2lip.models import Wav2Lip
 
+    from tests.methods.wav2lip_common import randomise_batchnorm
+
     torch.manual_seed(0)
-    model = Wav2Lip()
-    g = torch.Generator().manual_seed(1)
+    model = randomise_batchnorm(Wav2Lip(), 1)
     with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, torch.nn.BatchNorm2d):
-                m.running_mean.copy_(torch.randn(m.num_features, generator=g) * 0.1)
-                m.running_var.copy_(torch.rand(m.num_features, generator=g) * 0.5 + 0.75)
-                m.weight.copy_(torch.rand(m.num_features, generator=g) * 0.5 + 0.5)
-                m.bias.copy_(torch.randn(m.num_features, generator=g) * 0.1)
         model.output_block[1].weight.mul_(40.0)
     return model.state_dict()
 
