@@ -84,7 +84,8 @@ def _convert(text: str, tp: Any, name: str) -> Any:
         try:
             return tp(text)
         except ValueError as e:
-            raise ConfigError(f"{name}: {text!r} is not a {tp.__name__}") from e
+            words = {int: "an integer", float: "a number", str: "a string"}
+            raise ConfigError(f"{name}: {text!r} is not {words[tp]}") from e
     if tp is Path:
         return Path(text).expanduser()
     raise ConfigError(f"{name}: fields of type {tp} cannot be set from the command line")
