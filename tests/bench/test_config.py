@@ -29,7 +29,7 @@ def test_overrides_are_parsed_by_field_type():
 
 @pytest.mark.parametrize("key,value,match", [
     ("batch_sise", "3", "did you mean 'batch_size'"),
-    ("batch_size", "many", "not a int"),
+    ("batch_size", "many", "not an integer"),
     ("pads", "1,2", "expected 4"),
     ("smooth", "perhaps", "not a boolean"),
 ])
