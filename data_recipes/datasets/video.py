@@ -47,7 +47,7 @@ def load(argument: str | None, options) -> Dataset:
     if duration < 3 * t:
         raise DatasetError(
             f"{path} lasts {duration:.2f} s; splitting off {t:g} s test + {t:g} s val needs at least "
-            f"{3 * t:g} s so that {t:g} s or more remain for training (use a longer clip or a smaller test_seconds)")
+            f"{3 * t:g} s so that {t:g} s or more remain for training (use a longer clip or a smaller --test-seconds)")
     stem = path.stem
     subject = options.subjects[0] if options.subjects else stem
     b1, b2 = duration - 2 * t, duration - t
