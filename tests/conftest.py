@@ -27,6 +27,18 @@ def isolated_dirs(tmp_path, monkeypatch) -> Path:
     return tmp_path
 
 
+def first_frames(path: Path, n: int, step: int = 1):
+    """Frames 0, step, 2 step, ... of a video (n of them at most) as uint8 RGB (n, H, W, 3), decoded
+    with the suite's own reader and stopped early."""
+    import itertools
+
+    import numpy as np
+
+    from data_recipes.media import iter_video_frames
+
+    return np.stack(list(itertools.islice(iter_video_frames(path), 0, n * step, step)))
+
+
 @pytest.fixture(scope="session")
 def demo_video() -> Path:
     from data_recipes.datasets.demo import demo_video

@@ -207,17 +207,10 @@ def official_checkpoint(tmp_path_factory):
 @pytest.fixture(scope="module")
 def demo_media(demo_video):
     """First 60 frames (RGB uint8) and the 16 kHz audio of the embedded demo clip."""
-    import av
-
     from data_recipes.media import read_audio
+    from tests.conftest import first_frames
 
-    frames = []
-    with av.open(str(demo_video)) as c:
-        for i, f in enumerate(c.decode(video=0)):
-            frames.append(np.ascontiguousarray(f.to_ndarray(format="rgb24")))
-            if len(frames) == 60:
-                break
-    return np.stack(frames), read_audio(demo_video, SR)
+    return first_frames(demo_video, 60), read_audio(demo_video, SR)
 
 
 @pytest.fixture(scope="module")

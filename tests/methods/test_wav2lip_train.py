@@ -93,28 +93,22 @@ def test_short_clips_are_skipped_and_held_out_split():
 @pytest.fixture(scope="module")
 def demo_clip_data(demo_video):
     """60 real frames of the demo clip cut with a fixed face box (JPEG round trip as preprocess.py)."""
-    import av
-
     from data_recipes.audio.mel import wav2lip_mel
     from data_recipes.media import read_audio
+    from tests.conftest import first_frames
 
-    frames = []
-    with av.open(str(demo_video)) as c:
-        for f in c.decode(video=0):
-            frames.append(f.to_ndarray(format="rgb24"))
-            if len(frames) == 60:
-                break
+    frames = first_frames(demo_video, 60)
     crops = np.stack([training_crop(f, FACE_BOX_XYXY) for f in frames])
     wav = read_audio(demo_video)[: 60 * 640]
     return ClipData("demo", crops, np.ones(60, bool), wav2lip_mel(wav).T)
 
 
 def test_training_crop_is_bgr_and_jpeg_round_tripped(demo_clip_data, demo_video):
-    import av
     import cv2
 
-    with av.open(str(demo_video)) as c:
-        frame = next(c.decode(video=0)).to_ndarray(format="rgb24")
+    from tests.conftest import first_frames
+
+    frame = first_frames(demo_video, 1)[0]
     x1, y1, x2, y2 = FACE_BOX_XYXY
     exact = cv2.resize(np.ascontiguousarray(frame[y1:y2, x1:x2, ::-1]), (96, 96))
     assert np.array_equal(training_crop(frame, FACE_BOX_XYXY, jpeg=False), exact)

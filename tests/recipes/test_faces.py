@@ -11,24 +11,12 @@ from data_recipes.faces import FaceTrack
 from data_recipes.faces.boxes import box_from_landmarks478, runs, smooth_boxes
 from data_recipes.faces.mapping import LM68_FROM_LM478, lm68_from_lm478
 from data_recipes.faces.track import fill_gaps
-
-
-def _frames(path, n, step=1):
-    import av
-
-    out = []
-    with av.open(str(path)) as c:
-        for i, f in enumerate(c.decode(video=0)):
-            if i % step == 0:
-                out.append(f.to_ndarray(format="rgb24"))
-            if len(out) >= n:
-                break
-    return np.stack(out)
+from tests.conftest import first_frames
 
 
 @pytest.fixture(scope="module")
 def obama_frames(demo_video):
-    return _frames(demo_video, 40)
+    return first_frames(demo_video, 40)
 
 
 @pytest.fixture(scope="module")

@@ -15,14 +15,9 @@ from reports.media import MediaConfig, Sample, choose_requests, mouth_zoom, side
 def real_frames(demo_video):
     """20 real frames (uint8 RGB) of the demo clip and 0.8 s of its audio at 16 kHz."""
     from data_recipes.media import read_audio
+    from tests.conftest import first_frames
 
-    frames = []
-    with av.open(str(demo_video)) as c:
-        for f in c.decode(video=0):
-            frames.append(f.to_ndarray(format="rgb24"))
-            if len(frames) == 20:
-                break
-    return np.stack(frames), read_audio(demo_video)[: 20 * 640]
+    return first_frames(demo_video, 20), read_audio(demo_video)[: 20 * 640]
 
 
 def test_thumbnail_keeps_aspect_and_never_upscales(real_frames):
