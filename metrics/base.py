@@ -85,6 +85,30 @@ class Sample:
     timings: Mapping[str, float] = field(default_factory=dict)
     fps: int = 25
     sample_rate: int = 16000
+    # Per-sample results several metrics share (see `generated_faces`); not part of its identity.
+    memo: dict[Any, Any] = field(default_factory=dict, compare=False, repr=False)
+
+
+def faces_config(sample: Sample) -> Any:
+    """The "faces" stage config of the sample's recipe (its defaults when the target has no recipe),
+    so faces found in generated frames are found the way the ground truth's were."""
+    recipe = getattr(sample.target, "recipe", None)
+    if recipe is not None:
+        return recipe.config("faces")
+    from data_recipes.faces.stage import FacesConfig
+
+    return FacesConfig()
+
+
+def generated_faces(sample: Sample, progress: "Progress | None" = None) -> Any:
+    """The face track (`data_recipes.faces.FaceTrack`) of `sample.generated`, detected once per sample:
+    LMD, LSE (tracked protocol) and the suite scorer all need it, and face tracking is the most
+    expensive part of scoring after the networks."""
+    if "faces" not in sample.memo:
+        from data_recipes.faces import detect
+
+        sample.memo["faces"] = detect(sample.generated, faces_config(sample), progress)
+    return sample.memo["faces"]
 
 
 @dataclass(frozen=True)

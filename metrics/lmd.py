@@ -22,7 +22,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from metrics.base import Metric, MetricSpec, Sample, Score, ValueSpec
+from metrics.base import Metric, MetricSpec, Sample, Score, ValueSpec, generated_faces
 
 MOUTH = tuple(range(48, 68))
 FACE = tuple(range(0, 68))
@@ -85,18 +85,14 @@ class LMDMetric(Metric):
         names = [v.name for v in self.spec.values]
         if sample.ground_truth is None:
             return {n: Score.missing("not_applicable", "no ground truth (cross-driven)") for n in names}
-        from data_recipes.faces import FaceTrack, detect
+        from data_recipes.faces import FaceTrack
 
         t = len(sample.generated)
         stage = sample.target.stage("faces")
         gt = FaceTrack.load(stage.folder)
         if len(gt) < t:
             return {n: Score.missing("failed", f"faces stage has {len(gt)} frames, sample has {t}") for n in names}
-        try:
-            config = sample.target.recipe.config("faces")
-        except AttributeError:  # a target without a recipe: the stage defaults
-            config = None
-        pred = detect(sample.generated, config, self.context.progress)
+        pred = generated_faces(sample, self.context.progress)
         try:
             size = face_size_px(gt.boxes[:t])
         except ValueError as e:

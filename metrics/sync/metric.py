@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from bench.availability import Availability
-from metrics.base import Metric, MetricSpec, Sample, Score, ValueSpec
+from metrics.base import Metric, MetricSpec, Sample, Score, ValueSpec, generated_faces
 from metrics.sync.weights import SYNCNET_V2, WEIGHTS  # noqa: F401  (WEIGHTS: read by `bench list`)
 
 if TYPE_CHECKING:
@@ -58,7 +58,8 @@ def score_with(model: "SyncNetModel", sample: Sample, names: tuple[str, str, str
     try:
         pipeline.check_length(len(sample.generated), len(sample.audio), options.min_windows)
         result, info = pipeline.score_video(model, sample.generated, sample.audio, protocol,  # type: ignore[arg-type]
-                                            options, progress=progress, region=region)
+                                            options, detect=lambda _frames, p: generated_faces(sample, p),
+                                            progress=progress, region=region)
     except pipeline.TooShort as e:
         return {n: Score.missing("too_short", str(e)) for n in names}
     except NoFace as e:

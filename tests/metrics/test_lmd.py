@@ -68,3 +68,26 @@ def test_cross_driven_samples_are_not_applicable(tmp_path):
     ctx = MetricContext(work_dir=tmp_path, cache=Cache(tmp_path / "c"), progress=Progress.off())
     s = Sample("r", "cross", np.zeros((3, 8, 8, 3), np.uint8), None, np.zeros(1920, np.float32), None)  # type: ignore[arg-type]
     assert {v.status for v in LMDMetric(LMDConfig(), ctx).score(s).values()} == {"not_applicable"}
+
+
+def test_lmd_and_tracked_lse_share_one_face_track_per_sample(may_clip, isolated_dirs, monkeypatch):
+    """Face tracking of the generated frames runs once per sample, whichever metrics need it."""
+    import data_recipes.faces as faces
+    from metrics.sync.metric import LSEConfig, LSEMetric
+    from tests.metrics.sync_common import place_syncnet, seeded_syncnet
+
+    calls = []
+    real_detect = faces.detect
+    monkeypatch.setattr(faces, "detect", lambda *a, **k: calls.append(1) or real_detect(*a, **k))
+    place_syncnet(seeded_syncnet(0), isolated_dirs / "weights", monkeypatch)
+    generated = may_clip.frames()
+    audio = may_clip.audio()[: len(generated) * 640]
+    sample = Sample("r", "self", generated, generated, audio, may_clip, "tracked")
+    ctx = MetricContext(work_dir=isolated_dirs / "w", cache=Cache(isolated_dirs / "c"), progress=Progress.off())
+    lmd = LMDMetric(LMDConfig(), ctx).score(sample)
+    lse = LSEMetric(LSEConfig(), ctx).score(sample)
+    assert lmd["LMD-mouth"].status == "ok" and lse["LSE-D"].status == "ok", (lmd, lse)
+    assert len(calls) == 1
+    # a new sample (other frames) is detected afresh
+    LMDMetric(LMDConfig(), ctx).score(Sample("r2", "self", generated, generated, audio, may_clip, "tracked"))
+    assert len(calls) == 2
