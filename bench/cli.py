@@ -38,11 +38,21 @@ def _add_dataset_args(p: argparse.ArgumentParser, split_default: str = "test") -
                    help="use at most N test clips (and proportionally few training clips)")
     p.add_argument("--subjects", type=_csv, default=(), metavar="A,B",
                    help="keep only these subjects, e.g. CMLR speakers s1,s4 (default: all)")
-    p.add_argument("--test-seconds", type=float, default=4.0, metavar="S",
-                   help="video:<file> datasets: length of the final test segment (default: 4)")
+    p.add_argument("--test-seconds", type=_seconds_or_auto, default=None, metavar="S|auto",
+                   help="video:<file> datasets: length of the val and the test segment, rounded to whole "
+                        "frames (default: auto = 1/11 of the clip each, 1-4 s, as AD-NeRF's 10:1 split)")
     p.add_argument("--pairs", default=None, metavar="FILE",
                    help="lrs2: the cross-driving pair list '<audio source> <video>' (Wav2Lip's lrs2.txt); "
                         "default: looked up in the dataset root")
+
+
+def _seconds_or_auto(text: str) -> float | None:
+    if text.strip().lower() == "auto":
+        return None
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected seconds or 'auto', got {text!r}") from None
 
 
 def _add_progress_arg(p: argparse.ArgumentParser) -> None:

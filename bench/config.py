@@ -27,7 +27,7 @@ class RunConfig:
     seed: int = 0
     limit: int | None = None
     subjects: tuple[str, ...] = ()
-    test_seconds: float = 4.0                        # video: datasets, the held-out test segment
+    test_seconds: float | None = None                # video: datasets, held-out segment length (None: auto)
     pairs: str | None = None                         # lrs2: the cross-driving pair list file
     cross: bool = True
     device: str = "auto"

@@ -163,7 +163,7 @@ def build_requests(dataset: Dataset, split: str, cross: bool) -> list[Request]:
     return requests
 
 
-def dataset_options(limit: int | None, subjects: tuple[str, ...], test_seconds: float, pairs: str | None):
+def dataset_options(limit: int | None, subjects: tuple[str, ...], test_seconds: float | None, pairs: str | None):
     from data_recipes.datasets import DatasetOptions
 
     return DatasetOptions(limit=limit, subjects=tuple(subjects), test_seconds=test_seconds, pairs=pairs)

@@ -17,14 +17,15 @@ class DatasetOptions:
 
     limit: keep at most this many test clips (and proportionally few training clips), in list order;
     subjects: keep only these subjects (e.g. CMLR speakers "s1", "s4"); empty keeps all;
-    test_seconds: for `video:` datasets, the length of the final test segment;
+    test_seconds: for `video:` datasets, the length of the val and test segments (None: the 10:1 auto
+    split, see data_recipes/datasets/video.py);
     pairs: path of a cross-driving pair list (LRS2: Wav2Lip's evaluation/test_filelists/lrs2.txt),
     for datasets whose official list cannot be shipped.
     """
 
     limit: int | None = None
     subjects: tuple[str, ...] = field(default=())
-    test_seconds: float = 4.0
+    test_seconds: float | None = None
     pairs: str | None = None
 
 
@@ -43,7 +44,7 @@ DATASETS: dict[str, DatasetSpec] = {
         "data_recipes.datasets.demo:load",
     ),
     "video": DatasetSpec(
-        "video", "your own talking-head clip (mp4 with audio) split in time: train / val / last test_seconds test",
+        "video", "your own talking-head clip (mp4 with audio) split in time: train / val / test (10:1 auto split or --test-seconds)",
         "data_recipes.datasets.video:load", argument="<path>", check="data_recipes.datasets.video:check",
     ),
     "cmlr": DatasetSpec(

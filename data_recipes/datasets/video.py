@@ -1,10 +1,20 @@
 """`video:<path>`: one user's clip split in time into train / val / test.
 
-With T = options.test_seconds and D the clip's duration: test = [D - T, D), val = [D - 2T, D - T),
-train = [0, D - 2T). The cross-driven pair drives the test video with the val segment's audio: it is
-the same speaker and the same length as the test segment, and it is held out of training, so a
-person-specific method cannot have memorised the mouth shapes that go with that audio (driving
-with train audio would flatter its sync scores). Clip ids are "<file stem>/<split>".
+The split is counted in whole 25 fps frames, so every boundary is a multiple of 0.04 s and no frame
+is lost or shared between segments. With N frames in the clip and k frames per held-out segment:
+test = the last k frames, val = the k frames before them, train = the rest.
+
+k: `--test-seconds S` gives k = round(25 S) (a value that is not a multiple of 0.04 s is rounded to
+the nearest frame, with a note). By default ("auto") k follows AD-NeRF / ER-NeRF's 10:1 time split,
+k = N // 11, clamped to [1 s, 4 s]: an 8 s clip holds out 1 s twice, a 44 s or longer clip 4 s
+twice (as the earlier fixed default did). Each held-out segment needs at least MIN_HELD_OUT_FRAMES
+(half a second: the SyncNet window plus room to shift it) and training at least MIN_TRAIN_FRAMES;
+shorter clips are refused with the numbers.
+
+The cross-driven pair drives the test video with the val segment's audio: it is the same speaker and
+the same length as the test segment, and it is held out of training, so a person-specific method
+cannot have memorised the mouth shapes that go with that audio (driving with train audio would
+flatter its sync scores). Clip ids are "<file stem>/<split>".
 """
 
 from __future__ import annotations
@@ -13,6 +23,42 @@ from pathlib import Path
 
 from bench.availability import Availability
 from data_recipes.clip import Clip, CrossPair, Dataset, DatasetError
+
+FPS = 25
+MIN_HELD_OUT_FRAMES = 13     # > half a second
+MIN_TRAIN_FRAMES = 50        # 2 s
+AUTO_MIN_FRAMES, AUTO_MAX_FRAMES = 25, 100   # auto held-out length: 1 s to 4 s
+
+
+def held_out_frames(total_frames: int, test_seconds: float | None) -> tuple[int, str]:
+    """Frames per held-out segment (val and test) and a note on how they were chosen."""
+    if test_seconds is None:
+        k = min(max(total_frames // 11, AUTO_MIN_FRAMES), AUTO_MAX_FRAMES)
+        return k, f"auto split: {k} frames ({k / FPS:g} s) each for val and test (1/11 of the clip, 1-4 s)"
+    if test_seconds <= 0:
+        raise DatasetError(f"--test-seconds must be positive, got {test_seconds:g}")
+    k = int(round(test_seconds * FPS))
+    note = f"--test-seconds {test_seconds:g}: {k} frames ({k / FPS:g} s) each for val and test"
+    if abs(k / FPS - test_seconds) > 1e-6:
+        note += f" (rounded to whole 25 fps frames from {test_seconds:g} s)"
+    return k, note
+
+
+def split_frames(total_frames: int, test_seconds: float | None, name: str) -> tuple[int, int, str]:
+    """(train frames, held-out frames per segment, note); refuses splits too short to be useful."""
+    k, note = held_out_frames(total_frames, test_seconds)
+    if k < MIN_HELD_OUT_FRAMES:
+        raise DatasetError(
+            f"--test-seconds {test_seconds:g} gives {k} frames per held-out segment; at least "
+            f"{MIN_HELD_OUT_FRAMES} frames ({MIN_HELD_OUT_FRAMES / FPS:g} s) are needed")
+    train = total_frames - 2 * k
+    if train < MIN_TRAIN_FRAMES:
+        need = (2 * k + MIN_TRAIN_FRAMES) / FPS
+        raise DatasetError(
+            f"{name} lasts {total_frames / FPS:.2f} s ({total_frames} frames); holding out {k / FPS:g} s for "
+            f"val and {k / FPS:g} s for test needs at least {need:g} s so that {MIN_TRAIN_FRAMES / FPS:g} s remain "
+            "for training (use a longer clip" + (" or a smaller --test-seconds)" if test_seconds else ")"))
+    return train, k, note
 
 
 def check(argument: str | None) -> Availability:
@@ -41,20 +87,16 @@ def load(argument: str | None, options) -> Dataset:
     if info.audio is None:
         raise DatasetError(f"{path} has no audio track (a talking-head clip needs its speech)")
     duration = info.video.duration
-    t = float(options.test_seconds)
-    if t <= 0:
-        raise DatasetError(f"test_seconds must be positive, got {t}")
-    if duration < 3 * t:
-        raise DatasetError(
-            f"{path} lasts {duration:.2f} s; splitting off {t:g} s test + {t:g} s val needs at least "
-            f"{3 * t:g} s so that {t:g} s or more remain for training (use a longer clip or a smaller --test-seconds)")
+    total = int(duration * FPS + 1e-6)
+    n_train, k, split_note = split_frames(total, options.test_seconds, str(path))
     stem = path.stem
     subject = options.subjects[0] if options.subjects else stem
-    b1, b2 = duration - 2 * t, duration - t
+    b1, b2 = n_train / FPS, (n_train + k) / FPS
     clips = (
         Clip(f"{stem}/train", path, subject=subject, split="train", start=0.0, end=round(b1, 6)),
         Clip(f"{stem}/val", path, subject=subject, split="val", start=round(b1, 6), end=round(b2, 6)),
-        Clip(f"{stem}/test", path, subject=subject, split="test", start=round(b2, 6), end=None),
+        Clip(f"{stem}/test", path, subject=subject, split="test", start=round(b2, 6),
+             end=round(total / FPS, 6)),
     )
     return Dataset(
         name="video",
@@ -65,5 +107,5 @@ def load(argument: str | None, options) -> Dataset:
         sync_protocol="tracked",
         source=str(path),
         notes=(f"source {info.video.fps:.3g} fps" + (" (variable)" if info.video.variable_frame_rate else "")
-               + "; normalised to 25 fps by timestamp",),
+               + "; normalised to 25 fps by timestamp", split_note),
     )

@@ -83,9 +83,38 @@ def test_video_dataset_splits_in_time(demo_video):
     assert set(by_id) == {"obama_20s/train", "obama_20s/val", "obama_20s/test"}
     assert (by_id["obama_20s/train"].start, by_id["obama_20s/train"].end) == (0.0, 12.0)
     assert (by_id["obama_20s/val"].start, by_id["obama_20s/val"].end) == (12.0, 16.0)
-    assert by_id["obama_20s/test"].start == 16.0 and by_id["obama_20s/test"].end is None
+    assert (by_id["obama_20s/test"].start, by_id["obama_20s/test"].end) == (16.0, 20.0)
     assert [(p.video_clip, p.audio_clip) for p in ds.pairs] == [("obama_20s/test", "obama_20s/val")]
     assert ds.sync_protocol == "tracked" and availability(DATASETS["video"], str(demo_video)).ok
+
+
+@pytest.mark.parametrize("frames, expected", [
+    (200, (150, 25)),      # 8 s: 1/11 is 18 frames, raised to the 1 s floor
+    (500, (410, 45)),      # 20 s: 1/11 of the clip
+    (1500, (1300, 100)),   # 60 s: capped at 4 s
+])
+def test_video_auto_split_is_whole_frames(frames, expected):
+    from data_recipes.datasets.video import split_frames
+
+    train, k, note = split_frames(frames, None, "clip.mp4")
+    assert (train, k) == expected and train + 2 * k == frames and "auto split" in note
+
+
+def test_video_explicit_split_rounds_to_frames():
+    from data_recipes.datasets.video import split_frames
+
+    train, k, note = split_frames(500, 1.01, "clip.mp4")     # 25.25 frames -> 25
+    assert (train, k) == (450, 25) and "rounded to whole 25 fps frames" in note
+    assert split_frames(500, 2.0, "clip.mp4")[:2] == (400, 50)
+
+
+def test_video_auto_split_of_a_real_clip(demo_video):
+    ds = load(f"video:{demo_video}")                                   # 20 s, auto: 45 frames held out
+    by_id = {c.id: c for c in ds.clips}
+    assert (by_id["obama_20s/train"].start, by_id["obama_20s/train"].end) == (0.0, 16.4)
+    assert (by_id["obama_20s/val"].start, by_id["obama_20s/val"].end) == (16.4, 18.2)
+    assert (by_id["obama_20s/test"].start, by_id["obama_20s/test"].end) == (18.2, 20.0)
+    assert any("auto split: 45 frames" in n for n in ds.notes)
 
 
 def test_video_dataset_normalised_lengths(demo_video, isolated_dirs):
@@ -96,6 +125,9 @@ def test_video_dataset_normalised_lengths(demo_video, isolated_dirs):
     r = Recipe(Cache(isolated_dirs / "cache"))
     n = {c.split: r.prepare(c).num_frames for c in ds.clips}
     assert n == {"train": 300, "val": 100, "test": 100}
+    ds = load(f"video:{demo_video}", DatasetOptions(test_seconds=1.5))      # 37.5 frames -> 38, no frame lost
+    n = {c.split: r.prepare(c).num_frames for c in ds.clips}
+    assert n == {"train": 424, "val": 38, "test": 38}
 
 
 def test_video_dataset_errors(tmp_path, tiny_media, demo_video):
@@ -105,8 +137,12 @@ def test_video_dataset_errors(tmp_path, tiny_media, demo_video):
         load(f"video:{tmp_path / 'nope.mp4'}")
     with pytest.raises(DatasetError, match="has no audio track"):
         load(f"video:{tiny_media['silent']}")
-    with pytest.raises(DatasetError, match=r"lasts 0\.40 s.*needs at least 12 s"):
+    with pytest.raises(DatasetError, match=r"lasts 0\.40 s .*needs at least 4 s"):
         load(f"video:{tiny_media['mp4']}")
+    with pytest.raises(DatasetError, match=r"needs at least 10 s"):
+        load(f"video:{tiny_media['mp4']}", DatasetOptions(test_seconds=4.0))
+    with pytest.raises(DatasetError, match=r"gives 1 frames per held-out segment; at least 13"):
+        load(f"video:{demo_video}", DatasetOptions(test_seconds=0.04))
     (tmp_path / "bad.mp4").write_bytes(b"not a video at all")
     with pytest.raises(DatasetError, match="cannot be used"):
         load(f"video:{tmp_path / 'bad.mp4'}")
