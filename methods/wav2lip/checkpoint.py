@@ -49,27 +49,13 @@ def strip_module_prefix(state_dict: Mapping[str, Any]) -> dict[str, Any]:
 
 def read_checkpoint(path: Path) -> Checkpoint:
     """Read an official-format checkpoint with torch.load(weights_only=True) onto the CPU."""
-    import pickle
-
-    import torch
+    from bench.safe_load import UnreadableCheckpoint, UnsafeCheckpoint, load_weights
 
     path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"{path}: checkpoint file not found")
     try:
-        raw = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as e:
-        text = str(e)
-        if "Unsupported global" in text:
-            what = next((ln.strip() for ln in text.splitlines() if "Unsupported global" in ln), "")
-            raise CheckpointError(
-                f"{path}: refused by torch.load(weights_only=True): it holds Python objects other than "
-                f"tensors and plain containers ({what}), so it is not a plain Wav2Lip training checkpoint; "
-                "it is never unpickled with weights_only=False"
-            ) from e
-        raise CheckpointError(f"{path}: not a readable PyTorch checkpoint (UnpicklingError)") from e
-    except Exception as e:  # zip / pickle corruption surfaces as several error types
-        raise CheckpointError(f"{path}: not a readable PyTorch checkpoint ({type(e).__name__}: {e})") from e
+        raw = load_weights(path, what="Wav2Lip checkpoint")
+    except (UnsafeCheckpoint, UnreadableCheckpoint) as e:
+        raise CheckpointError(str(e)) from None
     if not isinstance(raw, dict):
         raise CheckpointError(f"{path}: holds a {type(raw).__name__}, expected the official dict "
                               f"with keys {list(CHECKPOINT_KEYS)}")

@@ -75,7 +75,7 @@ class _Evil:
 def test_pickled_objects_are_refused_by_weights_only(tmp_path, capsys):
     path = tmp_path / "evil.pth"
     torch.save({"state_dict": {}, "optimizer": _Evil(), "global_step": 0, "global_epoch": 0}, path)
-    with pytest.raises(CheckpointError, match="weights_only"):
+    with pytest.raises(CheckpointError, match=r"holds a Python object \((builtins\.)?print\).*never unpickled"):
         read_checkpoint(path)
     assert "this must never run" not in capsys.readouterr().out
 
