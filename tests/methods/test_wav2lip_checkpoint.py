@@ -83,7 +83,7 @@ def test_pickled_objects_are_refused_by_weights_only(tmp_path, capsys):
 def test_not_a_checkpoint(tmp_path):
     bad = tmp_path / "x.pth"
     bad.write_bytes(b"not a zip")
-    with pytest.raises(CheckpointError, match="not a readable PyTorch checkpoint"):
+    with pytest.raises(CheckpointError, match="not a readable PyTorch Wav2Lip checkpoint"):
         read_checkpoint(bad)
     with pytest.raises(CheckpointError, match="not found"):
         read_checkpoint(tmp_path / "missing.pth")
