@@ -267,8 +267,8 @@ def list_entries(what: str = "all") -> dict[str, list[dict[str, Any]]]:
         rows = []
         for spec in known_weights():
             found = w.find(spec)
-            rows.append({"name": spec.filename, "available": found is not None,
-                         "reason": "" if found else spec.missing_message(), "path": str(found or ""),
+            a = w.availability(spec)  # digests checked as the metrics check them: a wrong file is not "available"
+            rows.append({"name": spec.filename, "available": a.ok, "reason": a.reason, "path": str(found or ""),
                          "description": spec.description})
         out["weights"] = rows
     return out
