@@ -70,7 +70,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("run", help="generate and score videos for every method; write results and a report",
                        description="Dataset -> recipe stages -> fit -> generate (self- and cross-driven) -> "
-                                   "metrics -> runs/<run-id>/. Rerunning the same command resumes.")
+                                   "metrics -> runs/<run-id>/. Rerunning the same command resumes.",
+                       epilog="Exit status: 0 when every requested cell is ok or unavailable by design (a metric "
+                              f"or method without its weights); {EXIT_RUN_FAILED} when a clip, fit, generation "
+                              "or score failed (a summary is printed; results are still written); 2 for a bad "
+                              "command line or configuration; 130 when interrupted.")
     p.add_argument("--methods", type=_csv, default=("all",), metavar="all|A,B",
                    help="methods to run; 'all' = every available one, unavailable ones are listed with the reason")
     p.add_argument("--metrics", type=_csv, default=("all",), metavar="all|A,B",
@@ -147,7 +151,34 @@ def cmd_run(args: argparse.Namespace) -> int:
           f"{outcome.done} videos made, {outcome.skipped} already done)")
     if outcome.report:
         print(f"report:  {outcome.report}")
+    problems = run_failures(outcome.results, outcome.manifest)
+    if problems:
+        print(f"error: {len(problems)} part(s) of the run failed (exit {EXIT_RUN_FAILED}):", file=sys.stderr)
+        for line in problems[:20]:
+            print(f"  {line}", file=sys.stderr)
+        if len(problems) > 20:
+            print(f"  ... and {len(problems) - 20} more (see results.csv, status 'failed')", file=sys.stderr)
+        return EXIT_RUN_FAILED
     return 0
+
+
+# `bench run` exit codes: 0 when every requested cell is ok or unavailable by design (a metric or
+# method without its weights), EXIT_RUN_FAILED when a clip, fit, generation or score failed; argparse
+# and configuration errors exit 2.
+EXIT_RUN_FAILED = 3
+
+
+def run_failures(results: Any, manifest: dict[str, Any]) -> list[str]:
+    """One line per failed clip, and per (method, metric status reason) group of failed result rows."""
+    lines = [f"clip {cid}: {why}" for cid, why in sorted((manifest.get("clip_errors") or {}).items())]
+    if results is None or not len(results):
+        return lines
+    failed = results[results["status"] == "failed"]
+    if len(failed):
+        groups = failed.groupby(["method", "reason"], sort=True)["request_id"].nunique()
+        for (method, reason), n in groups.items():
+            lines.append(f"{method}: {n} request(s): {str(reason).splitlines()[0][:160] if reason else 'failed'}")
+    return lines
 
 
 def cmd_prepare(args: argparse.Namespace) -> int:
