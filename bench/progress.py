@@ -25,6 +25,9 @@ class TaskHandle:
         self._started = time.monotonic()
         self._last_log = 0.0
         self._rich_id = None
+        # How the bar ends: "done", or what the owner says ("interrupted", "stopped at the deadline");
+        # an exception leaving the `with` block sets it too, so a Ctrl-C never reads as "done".
+        self.status = "done"
 
     def advance(self, n: int = 1, **fields: Any) -> None:
         self.completed += n
@@ -38,7 +41,11 @@ class TaskHandle:
     def __enter__(self) -> "TaskHandle":
         return self
 
-    def __exit__(self, *exc: Any) -> None:
+    def __exit__(self, exc_type: Any = None, *exc: Any) -> None:
+        if exc_type is not None and issubclass(exc_type, KeyboardInterrupt):
+            self.status = "interrupted"
+        elif exc_type is not None and issubclass(exc_type, Exception):
+            self.status = "failed"
         self._owner._finish(self)
 
     def _summary(self) -> str:
@@ -135,6 +142,7 @@ class Progress:
     def _finish(self, h: TaskHandle) -> None:
         if self._rich is not None and h._rich_id is not None:
             self._rich.remove_task(h._rich_id)
-            self._rich.console.print(f"[green]done[/green] {h._summary()}", highlight=False)
+            colour = "green" if h.status == "done" else "yellow"
+            self._rich.console.print(f"[{colour}]{h.status}[/{colour}] {h._summary()}", highlight=False)
         elif self.mode == "log":
-            self.log(f"done {h._summary()}")
+            self.log(f"{h.status} {h._summary()}")
