@@ -54,6 +54,7 @@ class VideoInfo:
     start: float
     codec: str
     variable_frame_rate: bool
+    header_duration: float | None = None   # what the container's index claims; None when it says nothing
 
 
 @dataclass(frozen=True)
@@ -72,6 +73,21 @@ class MediaInfo:
     path: Path
     video: VideoInfo | None
     audio: AudioInfo | None
+
+    def truncation(self) -> str | None:
+        """Why the file looks truncated or partly corrupt, or None.
+
+        A file cut short after its index was written (moov at the front, as `-movflags +faststart`
+        and most phone and web exports do) still claims its full length; only demuxing shows how much
+        is really there. Half a second and 5 % of slack absorb the usual last-frame rounding.
+        """
+        v = self.video
+        if v is None or not v.header_duration:
+            return None
+        if v.duration < 0.95 * v.header_duration - 0.5:
+            return (f"{self.path} is truncated or partly corrupt: its header says {v.header_duration:.2f} s of "
+                    f"video, but only {v.duration:.2f} s ({v.frames} frames) can be read")
+        return None
 
 
 def _open(path: Path, mode: str = "r"):
@@ -105,9 +121,12 @@ def probe(path: Path) -> MediaInfo:
     if has_video:
         tl = video_timeline(path)
         with _open(path) as container:
-            codec = container.streams.video[0].codec_context.name
+            vs = container.streams.video[0]
+            codec = vs.codec_context.name
+            header = (float(vs.duration * vs.time_base) if vs.duration else
+                      container.duration / 1e6 if container.duration else None)
         video = VideoInfo(tl.width, tl.height, len(tl.pts), tl.fps, tl.duration, float(tl.times[0]), codec,
-                          tl.variable_frame_rate)
+                          tl.variable_frame_rate, header)
     if video is None and audio is None:
         raise MediaError(f"{path}: contains neither a video nor an audio stream")
     return MediaInfo(path, video, audio)

@@ -84,6 +84,8 @@ def load(argument: str | None, options) -> Dataset:
         raise DatasetError(f"video file {path} cannot be used: {e}") from e
     if info.video is None:
         raise DatasetError(f"{path} has no video stream")
+    if info.truncation():
+        raise DatasetError(f"{info.truncation()}; re-export or re-download the file")
     if info.audio is None:
         raise DatasetError(f"{path} has no audio track (a talking-head clip needs its speech)")
     duration = info.video.duration

@@ -243,6 +243,29 @@ def test_error_truncated_file(tmp_path, demo_video):
         video_timeline(tmp_path / "cut.mp4")
 
 
+def test_truncated_file_with_its_index_at_the_front_is_named_truncated(tmp_path, demo_video):
+    """A faststart mp4 cut short keeps claiming its full length; probe() tells the readable part."""
+    import subprocess
+
+    import imageio_ffmpeg
+
+    from data_recipes.clip import DatasetError
+    from data_recipes.datasets import load
+
+    whole = tmp_path / "whole.mp4"
+    subprocess.run([imageio_ffmpeg.get_ffmpeg_exe(), "-v", "error", "-y", "-i", str(demo_video), "-t", "8",
+                    "-c", "copy", "-movflags", "+faststart", str(whole)], check=True)
+    assert probe(whole).truncation() is None
+    cut = tmp_path / "cut.mp4"
+    cut.write_bytes(whole.read_bytes()[: int(whole.stat().st_size * 0.75)])
+    info = probe(cut)
+    assert info.video.header_duration == pytest.approx(8.0, abs=0.2)
+    assert info.video.duration < 7.0
+    assert "truncated or partly corrupt" in info.truncation()
+    with pytest.raises(DatasetError, match=r"truncated or partly corrupt: its header says 8\.\d+ s"):
+        load(f"video:{cut}")
+
+
 @pytest.mark.parametrize("video_s, audio_s", [(2.0, 6.0), (6.0, 1.0)])
 def test_error_audio_video_lengths_differ(tmp_path, isolated_dirs, video_s, audio_s):
     from bench.cache import Cache
