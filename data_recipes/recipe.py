@@ -5,16 +5,35 @@ into a folder. Its cache key is the hash of the clip's content, its config, its 
 its upstream keys, so changing any of them recomputes it and everything downstream, and nothing else.
 Stages are registered by name in `STAGES` with a lazy "module:function" entry, so asking for
 "normalise" never imports HuBERT.
+
+Two levels. A clip stage ("clip", the default) is computed per clip. A subject stage ("subject") is
+computed once per subject from the subject's source clips and read by every clip of that subject
+through the same `PreparedClip.stage(name)`: one 3DMM identity and camera, one background plate,
+one head-crop frame of reference for the train, val and test segments of one video. The Recipe
+learns the subjects from the clips it is given (`Recipe(..., clips=dataset.clips)`); the source
+clips of a subject are its train-split clips (the frames a person-specific method may learn
+from; nothing of a test segment leaks into what every segment shares), or all of its clips when
+it has no train clip. A clip the Recipe was not given is a subject of its own. A subject stage's
+key hashes its config, version, the subject's name, the content of every source clip and the
+upstream keys (of every source clip for clip stages), so adding or changing a training segment
+recomputes it and the clip stages that read it, and nothing else.
+
+Timing. Every computed entry records `timing.json` (wall seconds of the stage function, and the
+parts a stage timed itself with `ctx.timed(name)`); for `per_request` stages (audio features a
+deployed system computes from each request's driving audio) the runner adds those seconds to the
+request's fps timings, so the fps metric sees the same code that produced the features.
 """
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import json
 import threading
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator, Mapping, Sequence
+from typing import Any, Callable, Iterator, Literal, Mapping, Sequence
 
 import numpy as np
 
@@ -22,6 +41,7 @@ from bench.availability import Availability
 from bench.cache import Cache, content_key, file_sha256
 from bench.progress import Progress
 from data_recipes.clip import Clip
+from data_recipes.models import ModelPool
 
 
 @dataclass(frozen=True)
@@ -32,6 +52,11 @@ class StageSpec:
     `ctx.out_dir`. `config` is "module:Class" of its config dataclass (defaults = the documented recipe).
     Bump `version` whenever the stage's output for the same inputs changes.
     `availability` is an optional "module:function" taking the config and returning `Availability`.
+    `level`: "clip" (per clip) or "subject" (once per subject from its source clips; see the module
+    docstring); a subject stage may require clip stages (it gets them for every source clip in
+    `ctx.clip_inputs`) and subject stages; a clip stage may require subject stages (`ctx.inputs`).
+    `per_request`: the stage is part of what a deployed system runs for every request from its
+    driving audio (mel, HuBERT, f0); its measured seconds count into the request's fps.
     """
 
     name: str
@@ -41,6 +66,9 @@ class StageSpec:
     version: str = "1"
     requires: tuple[str, ...] = ()
     availability: str | None = None
+    level: Literal["clip", "subject"] = "clip"
+    per_request: bool = False
+    config_from: str | None = None  # share another stage's config (a subject stage and its clip stage)
 
 
 @dataclass(frozen=True)
@@ -77,7 +105,16 @@ def save_json(folder: Path, name: str, value: Any) -> None:
 
 @dataclass
 class StageContext:
-    """What a stage function receives."""
+    """What a stage function receives.
+
+    Clip stage: `clip` / `prepared` is the clip, `inputs` its required stages (a required subject
+    stage is the subject's output). Subject stage: `subject` names it, `clips` are its source clips
+    (train first; `clip` / `prepared` the first of them), `clip_inputs[name]` the outputs of a
+    required clip stage for each of `clips` in order, `inputs` the required subject stages.
+    `timed(name)` times a part of the work (e.g. excluding a model load) into `timing.json`.
+    `device`: the run's device ("cpu", "cuda", "cuda:1"), where model stages run; `models`: the
+    recipe's `ModelPool`, so a model is loaded once and reused across clips (never per clip).
+    """
 
     clip: Clip
     config: Any
@@ -85,6 +122,20 @@ class StageContext:
     out_dir: Path
     progress: Progress
     prepared: "PreparedClip"
+    subject: str | None = None
+    clips: tuple["PreparedClip", ...] = ()
+    clip_inputs: Mapping[str, tuple[StageOutput, ...]] = field(default_factory=dict)
+    timings: dict[str, float] = field(default_factory=dict)
+    device: str = "cpu"
+    models: ModelPool = field(default_factory=ModelPool)
+
+    @contextlib.contextmanager
+    def timed(self, name: str) -> Iterator[None]:
+        t0 = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.timings[name] = self.timings.get(name, 0.0) + time.perf_counter() - t0
 
 
 class StageUnavailable(RuntimeError):
@@ -92,8 +143,10 @@ class StageUnavailable(RuntimeError):
 
 
 def _stage(name: str, description: str, entry: str, config: str, requires: tuple[str, ...] = (),
-           availability: str | None = None, version: str = "1") -> StageSpec:
-    return StageSpec(name, description, entry, config, version, requires, availability)
+           availability: str | None = None, version: str = "1", level: Literal["clip", "subject"] = "clip",
+           per_request: bool = False, config_from: str | None = None) -> StageSpec:
+    return StageSpec(name, description, entry, config, version, requires, availability, level, per_request,
+                     config_from)
 
 
 # The recipe. Entries and configs are "module:attr" strings, imported only when a stage runs.
@@ -102,26 +155,41 @@ STAGES: dict[str, StageSpec] = {s.name: s for s in (
            "data_recipes.media:normalise_stage", "data_recipes.configs:NormaliseConfig", version="2"),
     _stage("faces", "per-frame face box, 478 and 68 landmarks, head pose, blendshapes; gaps filled or marked",
            "data_recipes.faces.stage:faces_stage", "data_recipes.faces.stage:FacesConfig",
-           requires=("normalise",), availability="data_recipes.faces.stage:faces_availability"),
+           requires=("normalise",), availability="data_recipes.faces.stage:faces_availability",
+           version="2"),  # 2: every clip starts after a reset frame (landmarker reused across clips)
     _stage("wav2lip_crops", "Wav2Lip face boxes (official pads, 5-frame smoothing) for 96x96 crops",
            "data_recipes.crops.wav2lip:wav2lip_crops_stage", "data_recipes.crops.wav2lip:Wav2LipCropConfig",
            requires=("faces",), version="2"),  # 2: + detector_boxes, official smoothing of < 5 boxes
-    _stage("head_crops", "stable 512x512 head crop transform per frame (invertible)",
+    _stage("head_frame", "the subject's head-crop frame of reference: one crop box (or one crop side) from its "
+           "training clips' face boxes", "data_recipes.crops.head:head_frame_stage",
+           "data_recipes.crops.head:HeadCropConfig", requires=("faces",), level="subject",
+           config_from="head_crops"),
+    _stage("head_crops", "stable 512x512 head crop transform per frame (invertible), in the subject's frame of reference",
            "data_recipes.crops.head:head_crops_stage", "data_recipes.crops.head:HeadCropConfig",
-           requires=("faces",)),
-    _stage("segmentation", "head / neck-torso / background masks in head-crop space and a background plate",
+           requires=("faces", "head_frame"), version="2"),  # 2: the subject's frame of reference
+    _stage("plate", "the subject's background plate (median of its training clips' background pixels)",
+           "data_recipes.segmentation:plate_stage", "data_recipes.segmentation:SegmentationConfig",
+           requires=("faces", "head_crops"), level="subject", config_from="segmentation"),
+    _stage("segmentation", "head / neck-torso / background masks in head-crop space against the subject's plate",
            "data_recipes.segmentation:segmentation_stage", "data_recipes.segmentation:SegmentationConfig",
-           requires=("faces", "head_crops"), version="2"),
+           requires=("faces", "head_crops", "plate"), version="3"),  # 3: the subject's plate
     _stage("mel", "Wav2Lip 80-band mel spectrogram at 80 frames/s (official hparams)",
-           "data_recipes.audio.mel:mel_stage", "data_recipes.audio.mel:MelConfig", requires=("normalise",)),
+           "data_recipes.audio.mel:mel_stage", "data_recipes.audio.mel:MelConfig", requires=("normalise",),
+           per_request=True),
     _stage("hubert", "HuBERT-large hidden states (1024-d, 50 Hz) from a local model folder",
            "data_recipes.audio.hubert:hubert_stage", "data_recipes.audio.hubert:HubertConfig",
-           requires=("normalise",), availability="data_recipes.audio.hubert:hubert_availability"),
+           requires=("normalise",), availability="data_recipes.audio.hubert:hubert_availability", per_request=True),
     _stage("f0", "pitch by Praat autocorrelation (GeneFace++ settings), aligned to frames",
-           "data_recipes.audio.pitch:f0_stage", "data_recipes.audio.pitch:PitchConfig", requires=("normalise",)),
-    _stage("threedmm", "landmark-based 3DMM fit: global identity, per-frame expression and pose, camera",
+           "data_recipes.audio.pitch:f0_stage", "data_recipes.audio.pitch:PitchConfig", requires=("normalise",),
+           per_request=True),
+    _stage("threedmm_identity", "the subject's 3DMM: model, one global identity and the camera, fitted to its "
+           "training clips", "data_recipes.threedmm.stage:threedmm_identity_stage",
+           "data_recipes.threedmm.stage:ThreeDMMConfig", requires=("faces",), level="subject",
+           availability="data_recipes.threedmm.stage:threedmm_availability", config_from="threedmm"),
+    _stage("threedmm", "per-frame 3DMM expression and pose with the subject's identity and camera fixed",
            "data_recipes.threedmm.stage:threedmm_stage", "data_recipes.threedmm.stage:ThreeDMMConfig",
-           requires=("faces",), availability="data_recipes.threedmm.stage:threedmm_availability"),
+           requires=("faces", "threedmm_identity"), availability="data_recipes.threedmm.stage:threedmm_availability",
+           version="2"),  # 2: identity and model from the subject stage
 )}
 
 
@@ -159,22 +227,60 @@ def stage_order(names: Sequence[str]) -> list[str]:
 
 
 class Recipe:
-    """Runs stages for clips through the cache. Thread-safe per (clip, stage)."""
+    """Runs stages for clips through the cache. Thread-safe per (clip, stage).
+
+    clips: the dataset's clips, from which subject stages learn each subject's source clips (see
+    the module docstring); more can be added with `add_clips`. device: where model stages run (the
+    run's device); models: the pool that holds the models stages load (one is made when not given).
+    """
 
     def __init__(self, cache: Cache, progress: Progress | None = None,
-                 configs: Mapping[str, Any] | None = None):
+                 configs: Mapping[str, Any] | None = None, clips: Sequence[Clip] = (),
+                 device: str = "cpu", models: ModelPool | None = None):
         self.cache = cache
+        self.device = device  # the run's device: model stages run there (StageContext.device)
+        self.models = models if models is not None else ModelPool(device)
         self.progress = progress or Progress.off()
         self._configs = dict(configs or {})
         self._keys: dict[tuple[str, str], str] = {}
         self._locks: dict[tuple[str, str], threading.Lock] = {}
         self._guard = threading.Lock()
+        self._clips: dict[str, Clip] = {}
+        self._hardware: str | None = None
+        self.add_clips(clips)
+
+    def add_clips(self, clips: Sequence[Clip]) -> None:
+        """Make `clips` known (by id) so that subject stages see every clip of their subject."""
+        for c in clips:
+            old = self._clips.get(c.id)
+            if old is not None and old != c:
+                raise ValueError(f"two different clips share the id {c.id!r}")
+            self._clips[c.id] = c
+        self._keys.clear()
+
+    def subject_clips(self, clip: Clip) -> tuple[Clip, ...]:
+        """Every known clip of `clip`'s subject, train first, then val, then test (given order within)."""
+        if self._clips.get(clip.id) != clip:
+            return (clip,)
+        same = [c for c in self._clips.values() if c.subject == clip.subject]
+        rank = {"train": 0, "val": 1, "test": 2}
+        return tuple(sorted(same, key=lambda c: rank.get(c.split, 3)))
+
+    def subject_sources(self, clip: Clip) -> tuple[Clip, ...]:
+        """The clips a subject stage of `clip`'s subject is computed from: its train clips, or all of
+        its clips when it has none (see the module docstring)."""
+        every = self.subject_clips(clip)
+        train = tuple(c for c in every if c.split == "train")
+        return train or every
 
     def config(self, stage: str) -> Any:
-        """The stage's config: the one given to the Recipe, else the stage's defaults."""
-        if stage in self._configs:
-            return self._configs[stage]
-        return _load(stage_spec(stage).config)()
+        """The stage's config: the one given to the Recipe, else the stage's defaults. A stage with
+        `config_from` shares the named stage's config."""
+        spec = stage_spec(stage)
+        name = spec.config_from or stage
+        if name in self._configs:
+            return self._configs[name]
+        return _load(stage_spec(name).config)()
 
     def availability(self, stage: str) -> Availability:
         spec = stage_spec(stage)
@@ -195,40 +301,105 @@ class Recipe:
         }
 
     def key(self, clip: Clip, stage: str) -> str:
-        memo = (clip.id + "\0" + str(clip.video) + "\0" + str(clip.start) + "\0" + str(clip.end), stage)
+        """The cache key of `stage` for `clip` (for a subject stage: of the clip's subject)."""
+        spec = stage_spec(stage)
+        if spec.level == "subject":
+            sources = self.subject_sources(clip)
+            memo = ("subject\0" + clip.subject + "\0" + "\0".join(_clip_memo(c) for c in sources), stage)
+        else:
+            sources = (clip,)
+            memo = (_clip_memo(clip), stage)
         if memo not in self._keys:
-            spec = stage_spec(stage)
-            upstream = [self.key(clip, d) for d in spec.requires]
-            self._keys[memo] = content_key(
-                "stage", spec.name, spec.version, self.config(stage), self.clip_fingerprint(clip), upstream
-            )
+            if spec.level == "subject":
+                upstream = [self.key(sources[0], d) if stage_spec(d).level == "subject"
+                            else [self.key(c, d) for c in sources] for d in spec.requires]
+                self._keys[memo] = content_key(
+                    "subject-stage", spec.name, spec.version, self.config(stage), clip.subject,
+                    [self.clip_fingerprint(c) for c in sources], upstream)
+            else:
+                upstream = [self.key(clip, d) for d in spec.requires]
+                self._keys[memo] = content_key(
+                    "stage", spec.name, spec.version, self.config(stage), self.clip_fingerprint(clip), upstream
+                )
         return self._keys[memo]
 
     def prepare(self, clip: Clip) -> "PreparedClip":
         return PreparedClip(clip, self)
 
     def output(self, clip: Clip, stage: str) -> StageOutput:
-        """The stage's output for `clip`, computing it (and what it requires) if not cached."""
+        """The stage's output for `clip` (a subject stage: its subject's), computing it (and what it
+        requires) if not cached."""
         spec = stage_spec(stage)
+        if spec.level == "subject":
+            return self._subject_output(clip, spec)
         inputs = {d: self.output(clip, d) for d in spec.requires}
-        key = self.key(clip, stage)
-        namespace = f"stages/{stage}"
-        with self._lock_for(key, stage):
+        return self._compute(clip, spec, lambda tmp: StageContext(
+            clip, self.config(stage), inputs, tmp, self.progress, self.prepare(clip), device=self.device,
+            models=self.models))
+
+    def _subject_output(self, clip: Clip, spec: StageSpec) -> StageOutput:
+        sources = self.subject_sources(clip)
+        inputs = {d: self.output(sources[0], d) for d in spec.requires if stage_spec(d).level == "subject"}
+        clip_inputs = {d: tuple(self.output(c, d) for c in sources)
+                       for d in spec.requires if stage_spec(d).level != "subject"}
+        prepared = tuple(self.prepare(c) for c in sources)
+        return self._compute(clip, spec, lambda tmp: StageContext(
+            sources[0], self.config(spec.name), inputs, tmp, self.progress, prepared[0], subject=clip.subject,
+            clips=prepared, clip_inputs=clip_inputs, device=self.device, models=self.models))
+
+    def _compute(self, clip: Clip, spec: StageSpec, make_ctx: Callable[[Path], StageContext]) -> StageOutput:
+        key = self.key(clip, spec.name)
+        namespace = f"stages/{spec.name}"
+        with self._lock_for(key, spec.name):
             if not self.cache.has(namespace, key):
-                avail = self.availability(stage)
+                avail = self.availability(spec.name)
                 if not avail.ok:
-                    raise StageUnavailable(f"stage '{stage}' for clip '{clip.id}' cannot run: {avail.reason}")
+                    what = f"subject '{clip.subject}'" if spec.level == "subject" else f"clip '{clip.id}'"
+                    raise StageUnavailable(f"stage '{spec.name}' for {what} cannot run: {avail.reason}")
                 fn = _load(spec.entry)
                 with self.cache.write(namespace, key) as tmp:
-                    fn(StageContext(clip, self.config(stage), inputs, tmp, self.progress, self.prepare(clip)))
-        return StageOutput(stage, key, self.cache.entry(namespace, key))
+                    ctx = make_ctx(tmp)
+                    t0 = time.perf_counter()
+                    fn(ctx)
+                    seconds = time.perf_counter() - t0
+                    _write_timing(tmp, seconds, ctx.timings, self.hardware_id() if spec.per_request else None)
+        return StageOutput(spec.name, key, self.cache.entry(namespace, key))
+
+    def hardware_id(self) -> str:
+        """The hardware fingerprint id timings are measured on (memoised: it imports torch)."""
+        if self._hardware is None:
+            from bench.hardware import fingerprint
+
+            self._hardware = str(fingerprint()["id"])
+        return self._hardware
 
     def is_cached(self, clip: Clip, stage: str) -> bool:
         return self.cache.has(f"stages/{stage}", self.key(clip, stage))
 
+    def request_seconds(self, clip: Clip, stage: str) -> dict[str, Any] | None:
+        """What computing `stage` for `clip` cost when it was computed (`timing.json`), or None."""
+        path = self.output(clip, stage).path("timing.json")
+        if not path.is_file():
+            return None
+        return json.loads(path.read_text())
+
     def _lock_for(self, key: str, stage: str) -> threading.Lock:
         with self._guard:
             return self._locks.setdefault((key, stage), threading.Lock())
+
+
+def _clip_memo(clip: Clip) -> str:
+    return clip.id + "\0" + str(clip.video) + "\0" + str(clip.start) + "\0" + str(clip.end)
+
+
+def _write_timing(folder: Path, seconds: float, parts: Mapping[str, float], hardware: str | None) -> None:
+    """timing.json: wall seconds of the stage function and its self-timed parts. The seconds the
+    fps metric counts are the parts' sum when the stage timed parts (e.g. HuBERT without its model
+    load), else the whole call; `hardware` says where it was measured (per-request stages only)."""
+    timed = float(sum(parts.values())) if parts else float(seconds)
+    info: dict[str, Any] = {"wall_seconds": float(seconds), "parts": {k: float(v) for k, v in parts.items()},
+                            "seconds": timed, "threads": threading.active_count(), "hardware": hardware}
+    (folder / "timing.json").write_text(json.dumps(info, indent=1, sort_keys=True))
 
 
 class PreparedClip:

@@ -22,7 +22,13 @@ from what is: the 478-point face mesh (the "faces" stage), colour, and the stati
    level further out) are head (label 1),
    the rest neck+torso (label 2); background 0.
 
-Outputs of the stage (head-crop space, `size` x `size`): `labels.npz` (one uint8 array per frame,
+Steps 2-3 are the subject stage "plate" (`plate_stage`): one plate per subject, from frames sampled
+over its training clips (train first; see `data_recipes.recipe`), so the train, val and test
+segments of one video are segmented against, and composited over, the same background. Steps 4-5
+are the clip stage "segmentation", which reads that plate. The plate stage writes `plate.png`,
+`plate_known.png`, `plate_transform.npy`, `person_freq.npy` (plate space) and meta.json.
+
+Outputs of the clip stage (head-crop space, `size` x `size`): `labels.npz` (one uint8 array per frame,
 members "f000000" ..., zip-deflated: 0 background, 1 head, 2 neck+torso), `background.png` (the plate
 seen through the clip's median crop transform; exact for a fixed crop), `plate.png` and
 `plate_transform.npy` (the frame-aligned plate and its (2, 3) frame -> plate matrix, for moving
@@ -418,53 +424,126 @@ def _hold_nearest(lm: np.ndarray, present: np.ndarray) -> np.ndarray:
     return out
 
 
-def segmentation_stage(ctx) -> None:
-    """Recipe stage "segmentation" (see the module docstring for outputs)."""
+def _sample_plan(n_frames: list[int], k: int) -> list[tuple[int, int]]:
+    """(clip index, frame index) of k frames spread evenly over the concatenated clips."""
+    total = sum(n_frames)
+    if total == 0:
+        return []
+    flat = np.unique(np.linspace(0, total - 1, min(k, total)).round().astype(int))
+    starts = np.cumsum([0, *n_frames])
+    out = []
+    for g in flat.tolist():
+        c = int(np.searchsorted(starts, g, side="right") - 1)
+        out.append((c, g - int(starts[c])))
+    return out
+
+
+def plate_stage(ctx) -> None:
+    """Subject stage "plate": GrabCut on frames sampled over the subject's source clips, then the
+    median background (see the module docstring). Writes plate.png, plate_known.png,
+    plate_transform.npy, person_freq.npy and meta.json."""
     import cv2
 
     from data_recipes.crops.head import apply, crop_frame
     from data_recipes.recipe import save_array, save_json
 
     cfg: SegmentationConfig = ctx.config
+    clips = ctx.clips
+    sizes = {tuple(c.size) for c in clips}
+    if len(sizes) != 1:
+        raise ValueError(f"subject {ctx.subject!r}: clips of different frame sizes {sorted(sizes)} cannot share a plate")
+    h, w = clips[0].size
+    faces, crops = ctx.clip_inputs["faces"], ctx.clip_inputs["head_crops"]
+    size = int(crops[0].json()["size"])
+    usable = []
+    for i, (f, c) in enumerate(zip(faces, crops)):
+        present = f.array("present")
+        lm478 = f.array("landmarks478")
+        if len(present) and present.any() and lm478.shape[1] == 478:
+            lm = _hold_nearest(lm478[..., :2].astype(np.float64), present)
+            usable.append((i, apply(c.array("transforms").astype(np.float64), lm),
+                           c.array("transforms").astype(np.float64)))
+    meta = {"size": size, "subject": ctx.subject, "clips": [c.id for c in clips], "frame_hw": [h, w]}
+    if not usable:
+        cv2.imwrite(str(ctx.out_dir / "plate.png"), np.zeros((h, w, 3), np.uint8))
+        cv2.imwrite(str(ctx.out_dir / "plate_known.png"), np.zeros((h, w), np.uint8))
+        save_array(ctx.out_dir, "plate_transform", np.array([[1.0, 0, 0], [0, 1.0, 0]]))
+        save_array(ctx.out_dir, "person_freq", np.zeros((h, w), np.float32))
+        save_json(ctx.out_dir, "meta", {**meta, "skipped": "no face mesh in the subject's clips"})
+        return
+    mem_frames = int(cfg.plate_memory_mb * 1e6 // max(1, 4 * h * w))
+    lengths = [len(t) for _, _, t in usable]
+    k = int(np.clip(min(cfg.plate_samples, mem_frames), 4, max(4, sum(lengths))))
+    picks = _sample_plan(lengths, k)
+    samples, masks, transforms = [], [], []
+    with ctx.progress.task(f"background plate {ctx.subject}", len(picks)) as bar:
+        for u, (ci, lm_crop, tr) in enumerate(usable):
+            wanted = sorted(f for c, f in picks if c == u)
+            if not wanted:
+                continue
+            want = set(wanted)
+            for i, frame in enumerate(clips[ci].iter_frames(0, wanted[-1] + 1)):
+                if i not in want:
+                    continue
+                crop = crop_frame(frame, tr[i], size)
+                pri = priors_from_landmarks(lm_crop[i], size, cfg)
+                masks.append(grabcut_person(crop, pri, cfg.grabcut_size, cfg.grabcut_iters))
+                samples.append(frame.copy())
+                transforms.append(tr[i])
+                bar.advance()
+    plate, person_freq = estimate_plate(samples, masks, transforms, (h, w), size)
+    del samples
+    cv2.imwrite(str(ctx.out_dir / "plate.png"), cv2.cvtColor(plate.image, cv2.COLOR_RGB2BGR))
+    cv2.imwrite(str(ctx.out_dir / "plate_known.png"), plate.known.astype(np.uint8) * 255)
+    save_array(ctx.out_dir, "plate_transform", plate.transform)
+    save_array(ctx.out_dir, "person_freq", person_freq)
+    save_json(ctx.out_dir, "meta", {
+        **meta, "plate_samples": [[clips[usable[c][0]].id, int(f)] for c, f in picks],
+        "plate_known_fraction": float(plate.known.mean())})
+
+
+def load_plate(stage_output) -> tuple[Plate, np.ndarray]:
+    """(Plate, person_freq) from a "plate" (or "segmentation") stage output."""
+    import cv2
+
+    image = cv2.cvtColor(cv2.imread(str(stage_output.path("plate.png"))), cv2.COLOR_BGR2RGB)
+    known = cv2.imread(str(stage_output.path("plate_known.png")), cv2.IMREAD_GRAYSCALE) > 127
+    freq_path = stage_output.path("person_freq.npy")
+    freq = np.load(freq_path, allow_pickle=False) if freq_path.is_file() else np.zeros(known.shape, np.float32)
+    return Plate(image, known, stage_output.array("plate_transform")), freq
+
+
+def segmentation_stage(ctx) -> None:
+    """Recipe stage "segmentation" (see the module docstring for outputs)."""
+    import cv2
+    import shutil
+
+    from data_recipes.crops.head import apply, crop_frame
+    from data_recipes.recipe import save_json
+
+    cfg: SegmentationConfig = ctx.config
     prepared = ctx.prepared
-    faces, crops = ctx.inputs["faces"], ctx.inputs["head_crops"]
+    faces, crops, plate_out = ctx.inputs["faces"], ctx.inputs["head_crops"], ctx.inputs["plate"]
     transforms = crops.array("transforms").astype(np.float64)
     size = int(crops.json()["size"])
     present = faces.array("present")
     lm478 = faces.array("landmarks478")
     n = len(transforms)
-    h, w = prepared.size
     label_path = ctx.out_dir / "labels.npz"
-    if n == 0 or not present.any() or lm478.shape[1] != 478:
+    pmeta = plate_out.json()
+    if n == 0 or not present.any() or lm478.shape[1] != 478 or "skipped" in pmeta:
         with LabelWriter(label_path) as lw:
             for _ in range(n):
                 lw.add(np.zeros((size, size), np.uint8))
-        save_json(ctx.out_dir, "meta", {"size": size, "num_frames": n, "skipped": "no face mesh in the clip"})
+        save_json(ctx.out_dir, "meta", {"size": size, "num_frames": n, "skipped": "no face mesh in the clip"
+                                        if "skipped" not in pmeta else pmeta["skipped"]})
         return
+    if tuple(pmeta["frame_hw"]) != tuple(prepared.size):
+        raise ValueError(f"clip {prepared.id!r} is {prepared.size}; its subject's plate is {tuple(pmeta['frame_hw'])}")
     lm = _hold_nearest(lm478[..., :2].astype(np.float64), present)
     lm_crop = apply(transforms, lm)
+    plate, person_freq = load_plate(plate_out)
 
-    # pass 1: GrabCut on sampled frames, background median
-    mem_frames = int(cfg.plate_memory_mb * 1e6 // max(1, 4 * h * w))
-    k = int(np.clip(min(cfg.plate_samples, mem_frames), 4, max(4, n)))
-    picks = np.unique(np.linspace(0, n - 1, min(k, n)).round().astype(int))
-    samples, masks = [], []
-    pick_set = set(picks.tolist())
-    with ctx.progress.task(f"segmentation plate {prepared.id}", len(picks)) as bar:
-        for i, frame in enumerate(prepared.iter_frames()):
-            if i not in pick_set:
-                continue
-            crop = crop_frame(frame, transforms[i], size)
-            pri = priors_from_landmarks(lm_crop[i], size, cfg)
-            masks.append(grabcut_person(crop, pri, cfg.grabcut_size, cfg.grabcut_iters))
-            samples.append(frame.copy())
-            bar.advance()
-            if len(samples) == len(picks):
-                break
-    plate, person_freq = estimate_plate(samples, masks, [transforms[i] for i in picks], (h, w), size)
-    del samples
-
-    # pass 2: every frame
     counts = np.zeros(3, np.int64)
     m_ref = transforms[n // 2]
     with LabelWriter(label_path) as lw, ctx.progress.task(f"segmentation {prepared.id}", n) as bar:
@@ -482,14 +561,15 @@ def segmentation_stage(ctx) -> None:
         raise RuntimeError(f"clip {prepared.id!r}: segmented {lw.count} frames, expected {n}")
     bg_img, bg_known = plate.for_crop(m_ref, size)
     cv2.imwrite(str(ctx.out_dir / "background.png"), cv2.cvtColor(bg_img, cv2.COLOR_RGB2BGR))
-    cv2.imwrite(str(ctx.out_dir / "plate.png"), cv2.cvtColor(plate.image, cv2.COLOR_RGB2BGR))
-    cv2.imwrite(str(ctx.out_dir / "plate_known.png"), plate.known.astype(np.uint8) * 255)
-    save_array(ctx.out_dir, "plate_transform", plate.transform)
+    # the subject's plate, copied so that `background_for(segmentation output, ...)` keeps working
+    for name in ("plate.png", "plate_known.png", "plate_transform.npy", "person_freq.npy"):
+        shutil.copyfile(plate_out.path(name), ctx.out_dir / name)
     total = max(int(counts.sum()), 1)
     save_json(ctx.out_dir, "meta", {
         "size": size, "num_frames": n, "labels": {"0": "background", "1": "head", "2": "neck+torso"},
         "fractions": {"background": counts[0] / total, "head": counts[1] / total, "torso": counts[2] / total},
-        "plate_samples": [int(i) for i in picks], "plate_known_fraction": float(plate.known.mean()),
+        "plate_subject": pmeta.get("subject"), "plate_key": plate_out.key,
+        "plate_samples": pmeta.get("plate_samples"), "plate_known_fraction": float(plate.known.mean()),
         "background_known_fraction": float(bg_known.mean()), "background_transform_frame": n // 2,
         "frames_without_face": int((~present).sum()),
     })

@@ -19,6 +19,13 @@ The box is clamped to stay inside the frame when the frame is large enough (a 51
 already a head crop maps to itself), and otherwise is the largest square that fits around the face;
 what still falls outside the frame is filled with black and reported as `outside_fraction`.
 Frames without a face hold the nearest frame's transform (reported in meta.json).
+
+Frame of reference. A person-specific renderer is trained and driven in ONE frame of reference, so
+the mode and the crop are decided once per subject by the subject stage "head_frame", from the face
+boxes of the subject's training clips (`plan_frame`), and every clip of the subject (train, val,
+test) is cropped in it (`plan_crops(..., frame=...)`): "fixed" puts the subject's one median box on
+every frame of every clip; "smooth" follows each clip's own smoothed box centre with the subject's
+one crop side (one scale for the subject).
 """
 
 from __future__ import annotations
@@ -117,17 +124,45 @@ def _clamp(box: np.ndarray, frame_hw: tuple[int, int]) -> np.ndarray:
     return out
 
 
-def plan_crops(face_boxes: np.ndarray, frame_hw: tuple[int, int], config: HeadCropConfig = HeadCropConfig()
-               ) -> tuple[np.ndarray, dict]:
+def plan_frame(face_boxes: np.ndarray, frame_hw: tuple[int, int], config: HeadCropConfig = HeadCropConfig()
+               ) -> dict:
+    """A subject's frame of reference from the (T, 4) face boxes of its clips, concatenated:
+    {"mode": "fixed" | "smooth", "box": [cx, cy, side] (the median crop box), "motion_fraction",
+    "side_variation", "frames", "frames_without_face"}. No face at all: the largest centred square."""
+    boxes = desired_boxes(face_boxes, config)
+    present = ~np.isnan(boxes).any(axis=1)
+    h, w = frame_hw
+    if not present.any():
+        return {"mode": "fixed" if config.mode != "smooth" else "smooth", "box": [w / 2, h / 2, float(min(h, w))],
+                "motion_fraction": 0.0, "side_variation": 0.0, "frames": int(len(boxes)),
+                "frames_without_face": int(len(boxes))}
+    med = np.median(boxes[present], axis=0)
+    motion = float(np.max(np.abs(boxes[present, :2] - med[:2])) / med[2])
+    side_var = float(np.max(np.abs(boxes[present, 2] - med[2])) / med[2])
+    mode = config.mode
+    if mode == "auto":
+        mode = "fixed" if (motion <= config.fixed_motion and side_var <= config.fixed_motion) else "smooth"
+    if mode not in ("fixed", "smooth"):
+        raise ValueError(f"unknown head-crop mode {config.mode!r} (auto | fixed | smooth)")
+    return {"mode": mode, "box": [float(v) for v in med], "motion_fraction": motion, "side_variation": side_var,
+            "frames": int(len(boxes)), "frames_without_face": int((~present).sum())}
+
+
+def plan_crops(face_boxes: np.ndarray, frame_hw: tuple[int, int], config: HeadCropConfig = HeadCropConfig(),
+               frame: dict | None = None) -> tuple[np.ndarray, dict]:
     """(T, 2, 3) float32 transforms for all T frames, and a report for meta.json.
 
     face_boxes: (T, 4) x1, y1, x2, y2 detector-style boxes (NaN where no face).
+    frame: a subject's frame of reference (`plan_frame`); when given, its mode and box (fixed) or
+    crop side (smooth) are used instead of this clip's own.
     """
     boxes = desired_boxes(face_boxes, config)
     present = ~np.isnan(boxes).any(axis=1)
     n = len(boxes)
     if n == 0:
         return np.zeros((0, 2, 3), np.float32), {"mode": "empty", "size": config.size}
+    if frame is not None:
+        return _plan_in_frame(boxes, present, frame_hw, config, frame)
     if not present.any():  # nothing to centre on: the largest centred square, reported as such
         h, w = frame_hw
         boxes = np.repeat([[w / 2, h / 2, float(min(h, w))]], n, axis=0)
@@ -150,6 +185,30 @@ def plan_crops(face_boxes: np.ndarray, frame_hw: tuple[int, int], config: HeadCr
         planned = _moving_average(filled, window)
     else:
         raise ValueError(f"unknown head-crop mode {config.mode!r} (auto | fixed | smooth)")
+    return _finish(planned, frame_hw, config, {
+        "mode": mode, "requested_mode": config.mode, "median_side_px": float(side), "motion_fraction": motion,
+        "side_variation": side_var, "frames_without_face": n if no_face else int((~present).sum())})
+
+
+def _plan_in_frame(boxes: np.ndarray, present: np.ndarray, frame_hw: tuple[int, int], config: HeadCropConfig,
+                   frame: dict) -> tuple[np.ndarray, dict]:
+    n = len(boxes)
+    ref = np.asarray(frame["box"], np.float64)
+    if frame["mode"] == "fixed" or not present.any():
+        planned = np.repeat(ref[None], n, axis=0)
+    else:
+        window = max(1, int(round(config.smooth_seconds * config.fps)) | 1)
+        planned = _moving_average(_fill_missing(boxes), window)
+        planned[:, 2] = ref[2]
+    return _finish(planned, frame_hw, config, {
+        "mode": str(frame["mode"]), "requested_mode": config.mode, "median_side_px": float(ref[2]),
+        "motion_fraction": float(frame.get("motion_fraction", 0.0)),
+        "side_variation": float(frame.get("side_variation", 0.0)),
+        "frames_without_face": int((~present).sum()), "frame_of_reference": "subject"})
+
+
+def _finish(planned: np.ndarray, frame_hw: tuple[int, int], config: HeadCropConfig, report: dict
+            ) -> tuple[np.ndarray, dict]:
     if config.clamp:
         planned = _clamp(planned, frame_hw)
     x0 = planned[:, 0] - planned[:, 2] / 2
@@ -159,13 +218,8 @@ def plan_crops(face_boxes: np.ndarray, frame_hw: tuple[int, int], config: HeadCr
     inside_w = np.clip(np.minimum(x0 + planned[:, 2], w) - np.maximum(x0, 0), 0, None)
     inside_h = np.clip(np.minimum(y0 + planned[:, 2], h) - np.maximum(y0, 0), 0, None)
     outside = 1.0 - inside_w * inside_h / planned[:, 2] ** 2
-    report = {
-        "mode": mode, "requested_mode": config.mode, "size": config.size,
-        "median_side_px": float(side), "motion_fraction": motion, "side_variation": side_var,
-        "side_px": [float(planned[:, 2].min()), float(planned[:, 2].max())],
-        "outside_fraction": float(outside.max()),
-        "frames_without_face": n if no_face else int((~present).sum()),
-    }
+    report = {**report, "size": config.size, "side_px": [float(planned[:, 2].min()), float(planned[:, 2].max())],
+              "outside_fraction": float(outside.max())}
     return transforms.astype(np.float32), report
 
 
@@ -231,8 +285,24 @@ def paste_back(frames: Iterable[np.ndarray], crops: Iterable[np.ndarray], transf
 # ------------------------------------------------------------------------------------------ stage
 
 
+def head_frame_stage(ctx) -> None:
+    """Subject stage "head_frame": meta.json = `plan_frame` of the subject's source clips' face boxes
+    (plus the frame size and the clips used)."""
+    from data_recipes.recipe import save_json
+
+    sizes = {tuple(c.size) for c in ctx.clips}
+    if len(sizes) != 1:
+        raise ValueError(f"subject {ctx.subject!r}: its clips have different frame sizes {sorted(sizes)}; "
+                         "one frame of reference needs one camera")
+    boxes = np.concatenate([f.array("boxes") for f in ctx.clip_inputs["faces"]], axis=0)
+    frame = plan_frame(boxes, ctx.prepared.size, ctx.config)
+    save_json(ctx.out_dir, "meta", {**frame, "subject": ctx.subject, "frame_hw": list(ctx.prepared.size),
+                                    "clips": [c.id for c in ctx.clips]})
+
+
 def head_crops_stage(ctx) -> None:
-    """Recipe stage "head_crops": transforms (T, 2, 3) float32 (frame -> crop) and meta.json.
+    """Recipe stage "head_crops": transforms (T, 2, 3) float32 (frame -> crop) and meta.json, in the
+    subject's frame of reference (the "head_frame" stage).
 
     Crops themselves are not stored; cut them with `crop_frames(prepared.iter_frames(), transforms,
     size)` (or `iter_crops` to stream).
@@ -241,7 +311,11 @@ def head_crops_stage(ctx) -> None:
 
     faces = ctx.inputs["faces"]
     boxes = faces.array("boxes")
-    transforms, report = plan_crops(boxes, ctx.prepared.size, ctx.config)
+    frame = ctx.inputs["head_frame"].json()
+    if tuple(frame["frame_hw"]) != tuple(ctx.prepared.size):
+        raise ValueError(f"clip {ctx.clip.id!r} is {ctx.prepared.size}, its subject's frame of reference "
+                         f"was made for {tuple(frame['frame_hw'])}")
+    transforms, report = plan_crops(boxes, ctx.prepared.size, ctx.config, frame=frame)
     save_array(ctx.out_dir, "transforms", transforms)
     save_json(ctx.out_dir, "meta", {**report, "num_frames": int(len(transforms)),
                                     "scale": ctx.config.scale, "face_y": ctx.config.face_y,

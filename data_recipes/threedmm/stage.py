@@ -1,6 +1,17 @@
-"""The "threedmm" recipe stage: fit a morphable model to the clip's face track.
+"""The 3DMM recipe stages: one model, identity and camera per subject; expression and pose per clip.
 
-Outputs (stage folder; T frames, L fitted landmarks, arrays float32 unless noted):
+"threedmm_identity" (subject stage) builds the morphable model (the open model's bases are learned
+from the subject's training clips' landmarks, train first) and fits ONE global identity to those
+clips under the subject's ONE camera (GeneFace++'s `id_mode="global"`, over a whole training video).
+Outputs: id.npy (K_id,), model_mean.npy (V, 3), model_id_basis.npy (V, 3, K_id),
+model_exp_basis.npy (V, 3, K_exp), model_landmark_vertex.npy (L,), model_landmark_valid.npy (L,),
+intrinsics.npy (3, 3) float64 and meta.json (model, camera, clips, identity loss).
+
+"threedmm" (clip stage) fits every frame's expression and pose of one clip with that identity,
+model and camera fixed, so the train, val and test segments of a video share them exactly (the
+identity is folded into the mean shape and the fit's identity step is skipped).
+
+Outputs of "threedmm" (stage folder; T frames, L fitted landmarks, arrays float32 unless noted):
 - id.npy (K_id,), exp.npy (T, K_exp): coefficients;
 - euler.npy (T, 3) radians (pitch, yaw, roll), rotation.npy (T, 3, 3) = Rz Ry Rx, trans.npy (T, 3)
   decimetres: GeneFace++'s pose convention (`data_recipes.threedmm.model`);
@@ -26,6 +37,7 @@ from typing import Any, Literal
 import numpy as np
 
 from bench.availability import Availability
+from bench.precision import Requested
 from data_recipes.threedmm.fit import FitConfig
 from data_recipes.threedmm.model import GENEFACE_CAMERA_DISTANCE, GENEFACE_FOCAL_224, KeypointMode
 from data_recipes.threedmm.open_model import OpenModelConfig
@@ -41,8 +53,9 @@ class ThreeDMMConfig:
         or the 68 iBUG points; the open model always uses the 468 points;
     focal_224 / camera_distance: GeneFace++'s camera (f = 1015 for a 224-pixel frame, scaled to the
         frame height; camera 10 dm from the model origin);
-    num_threads: torch threads during the fit (1 is fastest for these small batched ops, and two
-        threads on a busy 2-core machine were 30x slower);
+    precision: "auto" (fp32: a landmark fit in pixels needs its mantissa) or an explicit "fp32" /
+        "bf16" / "amp" for the loss evaluations (`bench.precision`; in the cache key). The fit runs on
+        the run's device; torch's thread count is the prepare pool's (`bench.threads`);
     open_model / fit: see OpenModelConfig / FitConfig.
     """
 
@@ -51,7 +64,7 @@ class ThreeDMMConfig:
     bfm_dir: str | None = None
     focal_224: float = GENEFACE_FOCAL_224
     camera_distance: float = GENEFACE_CAMERA_DISTANCE
-    num_threads: int = 1
+    precision: Requested = "auto"
     open_model: OpenModelConfig = field(default_factory=OpenModelConfig)
     fit: FitConfig = field(default_factory=FitConfig)
 
@@ -73,15 +86,23 @@ def threedmm_availability(config: ThreeDMMConfig | None = None) -> Availability:
     return Availability.no(f"unknown 3DMM model {config.model!r} (mediapipe | bfm)")
 
 
-def fit_track(track, width: int, height: int, config: ThreeDMMConfig = ThreeDMMConfig(), progress=None):
-    """Fit the configured model to a FaceTrack: returns (FitResult, MorphableModel)."""
-    from data_recipes.threedmm.fit import torch_threads
+def fit_precision(config: ThreeDMMConfig, device: str, progress=None):
+    """The fit's `bench.precision.Precision` on `device` (fp32 unless the config asks otherwise)."""
+    from bench.precision import choose
 
-    with torch_threads(config.num_threads):
-        return _fit_track(track, width, height, config, progress)
+    precision = choose(device, config.precision, prefer_bf16=False)
+    if precision.slow and progress is not None:
+        progress.log(f"warning: the 3DMM fit runs at {precision.name}: {precision.reason}")
+    return precision
 
 
-def _fit_track(track, width: int, height: int, config: ThreeDMMConfig, progress):
+def fit_track(track, width: int, height: int, config: ThreeDMMConfig = ThreeDMMConfig(), progress=None,
+              device: str = "cpu"):
+    """Fit the configured model to a FaceTrack on `device`: returns (FitResult, MorphableModel)."""
+    return _fit_track(track, width, height, config, progress, device)
+
+
+def _fit_track(track, width: int, height: int, config: ThreeDMMConfig, progress, device: str = "cpu"):
     from pathlib import Path
 
     from data_recipes.threedmm.fit import fit_landmarks
@@ -112,8 +133,136 @@ def _fit_track(track, width: int, height: int, config: ThreeDMMConfig, progress)
         else:
             targets = track.landmarks68
     result = fit_landmarks(model, targets, present, camera, config.fit, init_rotation=init_rotation,
-                           progress=progress, num_threads=config.num_threads)
+                           progress=progress, device=device, precision=fit_precision(config, device, progress))
     return result, model
+
+
+def _targets(track, model, config: ThreeDMMConfig) -> np.ndarray:
+    """The landmarks the model is fitted to: the 468-point mesh or the 68 iBUG points."""
+    if model.keypoint_mode == "mediapipe":
+        if track.landmarks478.shape[1] < 468:
+            raise ValueError("this 3DMM fits MediaPipe's 468 points and the face track has none (use the "
+                             "mediapipe face backend, or model='bfm' with keypoint_mode='lm68')")
+        return track.landmarks478[:, :468, :2]
+    return track.landmarks68
+
+
+def _open_init_rotation(track, width: int) -> np.ndarray:
+    """(T, 3, 3) per-frame rotation estimates of the open model (NaN without a face)."""
+    from data_recipes.threedmm.mediapipe_mesh import load_canonical_mesh
+    from data_recipes.threedmm.open_model import _scatter, align_to_canonical, canonical_mean, screen_points
+
+    present = np.asarray(track.present, bool)
+    if not present.any() or track.landmarks478.shape[1] < 468:
+        return np.full((len(present), 3, 3), np.nan)
+    mesh = load_canonical_mesh()
+    pts = screen_points(track.landmarks478[present], width)
+    _, _, rot, _ = align_to_canonical(pts, canonical_mean(mesh), np.asarray(mesh.procrustes_ids),
+                                      np.asarray(mesh.procrustes_weights, np.float64))
+    return _scatter(rot, present)
+
+
+def _concat_tracks(tracks):
+    """One track-like object over several clips' face tracks (present, landmarks478, landmarks68)."""
+    from types import SimpleNamespace
+
+    return SimpleNamespace(
+        present=np.concatenate([np.asarray(t.present, bool) for t in tracks]),
+        landmarks478=np.concatenate([t.landmarks478 for t in tracks]),
+        landmarks68=np.concatenate([t.landmarks68 for t in tracks]))
+
+
+def save_model(folder, model) -> None:
+    from data_recipes.recipe import save_array
+
+    save_array(folder, "model_mean", model.mean)
+    save_array(folder, "model_id_basis", model.id_basis)
+    save_array(folder, "model_exp_basis", model.exp_basis)
+    save_array(folder, "model_landmark_vertex", model.landmark_vertex)
+    save_array(folder, "model_landmark_valid", model.landmark_valid)
+
+
+def load_model(output):
+    """The subject's MorphableModel from a "threedmm_identity" stage output."""
+    from data_recipes.threedmm.model import MorphableModel
+
+    m = output.json()["model"]
+    return MorphableModel(
+        name=m["name"], mean=output.array("model_mean"), id_basis=output.array("model_id_basis"),
+        exp_basis=output.array("model_exp_basis"), landmark_vertex=output.array("model_landmark_vertex"),
+        landmark_valid=output.array("model_landmark_valid"), keypoint_mode=m["keypoint_mode"],
+        source=m.get("source", ""), info=m.get("info", {}))
+
+
+def with_identity(model, identity: np.ndarray):
+    """The model with `identity` folded into its mean and no identity basis (fits keep it fixed)."""
+    from dataclasses import replace
+
+    mean = model.mean + np.einsum("vck,k->vc", model.id_basis, np.asarray(identity, np.float32))
+    return replace(model, mean=mean.astype(np.float32), id_basis=model.id_basis[..., :0])
+
+
+def threedmm_identity_stage(ctx) -> None:
+    """Subject stage "threedmm_identity" (see the module docstring)."""
+    from dataclasses import replace
+
+    from data_recipes.faces import FaceTrack
+    from data_recipes.recipe import StageUnavailable, save_array, save_json
+    from data_recipes.threedmm.fit import fit_landmarks
+    from data_recipes.threedmm.model import Camera
+
+    cfg: ThreeDMMConfig = ctx.config
+    avail = threedmm_availability(cfg)
+    if not avail.ok:
+        raise StageUnavailable(avail.reason)
+    faces = ctx.clip_inputs["faces"]
+    sizes = {(int(f.json()["width"]), int(f.json()["height"])) for f in faces}
+    if len(sizes) != 1:
+        raise ValueError(f"subject {ctx.subject!r}: clips of different frame sizes {sorted(sizes)} cannot share "
+                         "one camera")
+    width, height = sizes.pop()
+    track = _concat_tracks([FaceTrack.load(f.folder) for f in faces])
+    present = np.asarray(track.present, bool)
+    if not present.any():
+        raise ValueError(f"subject {ctx.subject!r}: no frame of its clips has a face")
+    camera = Camera.geneface(width, height, cfg.focal_224, cfg.camera_distance)
+    if cfg.model == "mediapipe":
+        from data_recipes.threedmm.mediapipe_mesh import load_canonical_mesh
+        from data_recipes.threedmm.open_model import build_open_model
+
+        if track.landmarks478.shape[1] < 468:
+            raise ValueError("the open 3DMM needs MediaPipe's 478-point mesh; this face track has none "
+                             "(use the mediapipe face backend, or model='bfm' with keypoint_mode='lm68')")
+        model, init = build_open_model(track.landmarks478, present, width, load_canonical_mesh(), cfg.open_model)
+        init_rotation = init["rotation"]
+    else:
+        from pathlib import Path
+
+        from data_recipes.threedmm.bfm import load_bfm
+
+        model = load_bfm(Path(cfg.bfm_dir).expanduser() if cfg.bfm_dir else None, cfg.keypoint_mode)
+        init_rotation = None
+    # pose + identity only: every clip fits its own frames later with this identity fixed
+    precision = fit_precision(cfg, ctx.device, ctx.progress)
+    result = fit_landmarks(model, _targets(track, model, cfg), present, camera, replace(cfg.fit, frame_steps=0),
+                           init_rotation=init_rotation, progress=ctx.progress, device=ctx.device, precision=precision)
+    save_array(ctx.out_dir, "id", result.id)
+    save_array(ctx.out_dir, "intrinsics", camera.intrinsics())
+    save_model(ctx.out_dir, model)
+    save_json(ctx.out_dir, "meta", {
+        "model": _model_meta(model),
+        "camera": {"focal": camera.focal, "cx": camera.cx, "cy": camera.cy, "camera_distance": camera.camera_distance,
+                   "width": width, "height": height, "focal_224": cfg.focal_224},
+        "subject": ctx.subject, "clips": [c.id for c in ctx.clips], "frames": int(len(present)),
+        "frames_with_face": int(present.sum()), "loss_per_stage": result.loss_history,
+        "device": ctx.device, "precision": precision.to_json(),
+    })
+
+
+def _model_meta(model) -> dict[str, Any]:
+    return {"name": model.name, "source": model.source, "keypoint_mode": model.keypoint_mode,
+            "num_id": model.num_id, "num_exp": model.num_exp, "num_landmarks": model.num_landmarks,
+            "info": model.info, **model.info}
 
 
 def _fitted_shape(model, result) -> np.ndarray:
@@ -132,22 +281,39 @@ def _summary(err: np.ndarray) -> dict[str, Any]:
 
 
 def threedmm_stage(ctx) -> None:
-    """Recipe stage "threedmm" (see the module docstring for the outputs)."""
+    """Recipe stage "threedmm" (see the module docstring for the outputs): this clip's expression
+    and pose with the subject's model, identity and camera ("threedmm_identity") fixed."""
+    from dataclasses import replace
+
     from data_recipes.faces import FaceTrack
     from data_recipes.faces.mapping import LM68_FROM_LM478
     from data_recipes.recipe import StageUnavailable, save_array, save_json
-    from data_recipes.threedmm.model import opencv_extrinsics
+    from data_recipes.threedmm.fit import fit_landmarks
+    from data_recipes.threedmm.model import Camera, opencv_extrinsics
 
     cfg: ThreeDMMConfig = ctx.config
     avail = threedmm_availability(cfg)
     if not avail.ok:
         raise StageUnavailable(avail.reason)
     faces = ctx.inputs["faces"]
+    subject = ctx.inputs["threedmm_identity"]
+    smeta = subject.json()
     track = FaceTrack.load(faces.folder)
     fmeta = faces.json()
     width, height = int(fmeta["width"]), int(fmeta["height"])
-    result, model = fit_track(track, width, height, cfg, ctx.progress)
-    cam = result.camera
+    if (width, height) != (int(smeta["camera"]["width"]), int(smeta["camera"]["height"])):
+        raise ValueError(f"clip {ctx.clip.id!r} is {width}x{height}; its subject's camera was fitted for "
+                         f"{smeta['camera']['width']}x{smeta['camera']['height']}")
+    model = load_model(subject)
+    identity = subject.array("id")
+    cam = Camera.geneface(width, height, cfg.focal_224, cfg.camera_distance)
+    init_rotation = _open_init_rotation(track, width) if cfg.model == "mediapipe" else None
+    present = np.asarray(track.present, bool)
+    precision = fit_precision(cfg, ctx.device, ctx.progress)
+    result = fit_landmarks(with_identity(model, identity), _targets(track, model, cfg), present, cam,
+                           replace(cfg.fit, id_steps=0), init_rotation=init_rotation, progress=ctx.progress,
+                           device=ctx.device, precision=precision)
+    result = replace(result, id=identity.astype(np.float32))
     out = ctx.out_dir
     for name in ("id", "exp", "euler", "rotation", "trans", "error_px"):
         save_array(out, name, getattr(result, name))
@@ -164,18 +330,19 @@ def threedmm_stage(ctx) -> None:
         save_array(out, "model_id_basis", model.id_basis)
         save_array(out, "model_exp_basis", model.exp_basis)
     err = result.error_px.astype(np.float64)
+    loss = {k: v for k, v in result.loss_history.items() if k != "identity"}
     save_json(out, "meta", {
-        "model": {"name": model.name, "source": model.source, "keypoint_mode": model.keypoint_mode,
-                  "num_id": model.num_id, "num_exp": model.num_exp, "num_landmarks": model.num_landmarks,
-                  **model.info},
+        "model": _model_meta(model),
         "camera": {"focal": cam.focal, "cx": cam.cx, "cy": cam.cy, "camera_distance": cam.camera_distance,
                    "width": width, "height": height, "focal_224": cfg.focal_224},
+        "subject": {"name": smeta.get("subject"), "identity_key": subject.key, "clips": smeta.get("clips"),
+                    "identity_loss": smeta.get("loss_per_stage", {}).get("identity")},
         "conventions": "model space decimetres, x right, y up, z to the viewer; X' = R X + t with R = Rz(roll) "
                        "Ry(yaw) Rx(pitch); u = cx + f X'x / (d - X'z), v = cy - f X'y / (d - X'z); "
                        "extrinsics/intrinsics: the same camera in OpenCV form",
         "reprojection_error_px": _summary(err),
         "error_px_per_frame": [None if not math.isfinite(e) else round(e, 4) for e in err.tolist()],
         "error_landmarks": "mean distance over the landmarks with non-zero fit weight",
-        "num_frames": int(len(err)), "frames_without_face": int((~np.asarray(track.present, bool)).sum()),
-        "loss_per_stage": result.loss_history, "fit": asdict(cfg.fit),
+        "num_frames": int(len(err)), "frames_without_face": int((~present).sum()),
+        "loss_per_stage": loss, "fit": asdict(cfg.fit), "device": ctx.device, "precision": precision.to_json(),
     })
