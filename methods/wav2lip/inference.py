@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Callable, ContextManager, Literal
 
 import numpy as np
@@ -136,13 +137,30 @@ def autocast_context(device: str, precision: Precision) -> ContextManager:
     return torch.autocast(dev, dtype=torch.bfloat16)
 
 
-def predict(model: "torch.nn.Module", faces: np.ndarray, mels: np.ndarray, device: str = "cpu",
-            precision: Precision = "fp32") -> np.ndarray:
-    """(B, 96, 96, 3) float32 BGR predictions in [0, 255] (sigmoid * 255), for an eval-mode model."""
+def official_tensor(channels_last: np.ndarray) -> "torch.Tensor":
+    """(B, H, W, C) array -> (B, C, H, W) float32 tensor laid out as inference.py's is.
+
+    The official script runs `torch.FloatTensor(np.transpose(batch, (0, 3, 1, 2)))`: a float32 copy
+    in torch-allocated memory that keeps the transposed strides, i.e. a channels-last tensor. CPU
+    convolutions take a different kernel for channels-last input, so an NCHW copy of the same values
+    gives frames up to one grey level apart; this construction gives the official frames exactly.
+    """
     import torch
 
-    f = torch.from_numpy(faces).to(device)
-    m = torch.from_numpy(np.ascontiguousarray(mels[:, None], dtype=np.float32)).to(device)
+    nhwc = np.ascontiguousarray(channels_last)
+    return torch.from_numpy(nhwc).permute(0, 3, 1, 2).to(torch.float32, copy=True)
+
+
+def predict(model: "torch.nn.Module", faces: np.ndarray, mels: np.ndarray, device: str = "cpu",
+            precision: Precision = "fp32") -> np.ndarray:
+    """(B, 96, 96, 3) float32 BGR predictions in [0, 255] (sigmoid * 255), for an eval-mode model.
+
+    faces: (B, 6, 96, 96) as `face_batch` makes them; mels: (B, 80, 16). Both reach the model as
+    the official script builds them (`official_tensor`)."""
+    import torch
+
+    f = official_tensor(np.asarray(faces).transpose(0, 2, 3, 1)).to(device)
+    m = official_tensor(np.asarray(mels)[..., None]).to(device)   # (B, 80, 16, 1) as np.reshape makes it
     with torch.no_grad(), autocast_context(device, precision):
         pred = model(m, f)
     return pred.float().cpu().numpy().transpose(0, 2, 3, 1) * np.float32(255.0)
@@ -245,3 +263,128 @@ def lipsync(model: "torch.nn.Module", frames_rgb: np.ndarray, mel: np.ndarray,
         if task is not None:
             task.__exit__(None, None, None)
     return InferenceOutput(out, len(missing), boxes[src], present[src])
+
+
+# ------------------------------------------------------------------------------ from files (bench generate)
+
+IMAGE_SUFFIXES = ("jpg", "png", "jpeg")   # inference.py: `args.face.split('.')[1] in [...]` -> a still image
+
+
+def read_face(path: Path, resize_factor: int = 1, still_fps: float = 25.0) -> tuple[np.ndarray, float]:
+    """(T, H, W, 3) uint8 RGB frames and fps of `--face`, read as inference.py reads them.
+
+    Video: cv2.VideoCapture (its BGR frames; fps from CAP_PROP_FPS), each frame resized to
+    (w // f, h // f) with cv2's default INTER_LINEAR when resize_factor f > 1. A still image:
+    cv2.imread, one frame, `still_fps` (the official --fps). The BGR -> RGB flip is exact.
+    """
+    import cv2
+
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"--face {path}: not a file")
+    if path.suffix.lower().lstrip(".") in IMAGE_SUFFIXES:
+        img = cv2.imread(str(path))
+        if img is None:
+            raise ValueError(f"--face {path}: cv2 cannot read this image")
+        frames, fps = [img], float(still_fps)
+    else:
+        cap = cv2.VideoCapture(str(path))
+        fps = float(cap.get(cv2.CAP_PROP_FPS))
+        frames = []
+        try:
+            while True:
+                ok, frame = cap.read()
+                if not ok:
+                    break
+                frames.append(frame)
+        finally:
+            cap.release()
+        if not frames:
+            raise ValueError(f"--face {path}: cv2 decoded no frames")
+    if resize_factor > 1:
+        frames = [cv2.resize(f, (f.shape[1] // resize_factor, f.shape[0] // resize_factor)) for f in frames]
+    return np.ascontiguousarray(np.stack(frames)[..., ::-1]), fps
+
+
+def read_driving_audio(path: Path, folder: Path) -> tuple[np.ndarray, Path]:
+    """16 kHz float32 audio as inference.py loads it, and the file it muxes into the output.
+
+    A non-.wav file is first converted by `ffmpeg -y -i <audio> -strict -2 temp.wav` (the chosen
+    ffmpeg, see metrics.sync.inputs), then `librosa.load(wav, sr=16000)` (mono; resampled by this
+    librosa's default resampler when the file is not at 16 kHz - librosa 0.7 used resampy).
+    """
+    import librosa
+
+    from metrics.sync import inputs
+
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"--audio {path}: not a file")
+    wav = path
+    if not str(path).endswith(".wav"):
+        wav = Path(folder) / "temp.wav"
+        inputs.run_ffmpeg(["-y", "-i", str(path), "-strict", "-2", str(wav)])
+    audio, _ = librosa.load(str(wav), sr=16000)
+    return np.asarray(audio, dtype=np.float32), wav
+
+
+def detector_boxes_for(frames_rgb: np.ndarray, progress: "Progress | None" = None) -> tuple[np.ndarray, np.ndarray]:
+    """(T, 4) int boxes as the detector API returns them, and a has-face mask, from the suite's face
+    backend (S3FD weights are not available; see docs/wav2lip.md). Frames without a face get the
+    nearest frame's box for the smoothing and are passed through unchanged (the original aborts)."""
+    from data_recipes.crops.wav2lip import detector_box_to_int, fill_missing_boxes
+    from data_recipes.faces import detect
+
+    track = detect(frames_rgb, None, progress)
+    filled, present = fill_missing_boxes(track.boxes)
+    if not present.any():
+        raise ValueError("no face found in any frame; give a fixed box with --set wav2lip.box=y1,y2,x1,x2")
+    return np.array([detector_box_to_int(b) for b in filled], dtype=np.int64).reshape(-1, 4), present
+
+
+@dataclass
+class FileResult:
+    out: Path
+    frames: np.ndarray       # (N, H, W, 3) uint8 RGB, what was written
+    fps: float
+    info: dict
+
+
+def generate_files(model: "torch.nn.Module", face: Path, audio: Path, out: Path,
+                   options: InferenceOptions = InferenceOptions(), mel_padding: str = "reflect",
+                   resize_factor: int = 1, device: str = "cpu", still_fps: float = 25.0,
+                   progress: "Progress | None" = None) -> FileResult:
+    """inference.py on files: read the face video and the audio as it does, run `lipsync`, write `out`.
+
+    `out` ending in .mkv is written lossless (libx264rgb qp 0 + FLAC, bit-exact frames); anything
+    else as the suite's delivered mp4 (libx264 CRF 23 yuv420p + AAC of the driving wav, see
+    metrics.sync.delivery) - what the official final ffmpeg call produces, minus its DIVX avi step.
+    """
+    import tempfile
+
+    from data_recipes.audio.mel import wav2lip_mel
+    from data_recipes.media import write_video
+    from metrics.sync import delivery
+
+    out = Path(out)
+    frames, fps = read_face(face, resize_factor, still_fps)
+    with tempfile.TemporaryDirectory(prefix="talkbench-generate-") as tmp:
+        wav, wav_file = read_driving_audio(audio, Path(tmp))
+        mel = wav2lip_mel(wav, mel_padding)
+        if np.isnan(mel).any():
+            raise ValueError("the mel contains NaN (silent or synthetic audio?): add a little noise to the audio")
+        n_out = len(mel_chunks(mel, fps))
+        frames = frames[:n_out]
+        det = has_face = None
+        if options.box is None:
+            det, has_face = detector_boxes_for(frames, progress)
+        result = lipsync(model, frames, mel, det, has_face, options, device, fps=fps, progress=progress)
+        if out.suffix.lower() == ".mkv":
+            write_video(out, result.frames, fps=fps, audio=wav, sample_rate=16000, lossless=True)
+        else:
+            delivery.write_delivered(out, result.frames, wav_file, fps=fps)
+    info = {"frames": len(result.frames), "fps": fps, "frames_without_face": result.frames_without_face,
+            "boxes": "fixed" if options.box is not None else "detected (suite face backend)",
+            "mel_padding": mel_padding, "resize_factor": resize_factor, "faithful": options.faithful,
+            "lossless": out.suffix.lower() == ".mkv"}
+    return FileResult(out, result.frames, fps, info)

@@ -34,7 +34,10 @@ class Wav2LipConfig:
     Inference (official defaults): pads (top, bottom, left, right), nosmooth, box (y1, y2, x1, x2:
     one fixed box instead of detections), batch_size 128, precision ("context" = the run's).
     Improvements, off by default (faithful mode): blend="feather", paste_resize="lanczos",
-    round_prediction.
+    round_prediction. mel_padding: the STFT padding of the driving mel, "reflect" (librosa 0.7, which
+    the original pins and its checkpoints and published outputs were made with) or "constant" (the
+    zero padding of librosa >= 0.10, i.e. the official script run with a current librosa); only the
+    first and last two mel frames differ.
 
     Training: train_precision, step and batch overrides of the budget's schedule, train_crops
     ("detector" boxes without pads like the official preprocess.py, or the padded "inference" boxes),
@@ -55,6 +58,7 @@ class Wav2LipConfig:
     blend: Literal["hard", "feather"] = "hard"
     paste_resize: Literal["linear", "lanczos"] = "linear"
     round_prediction: bool = False
+    mel_padding: Literal["reflect", "constant"] = "reflect"
     train_precision: PrecisionChoice = "context"
     expert_steps: int | None = None
     generator_steps: int | None = None
@@ -302,7 +306,12 @@ class Wav2LipMethod(Method):
         if self._model is None:
             raise RuntimeError("wav2lip: call fit() before generate() (it loads or trains the weights)")
         options = self.inference_options()
-        mel = request.driving.stage("mel").array("mel")
+        mel_stage = request.driving.stage("mel")
+        mel = mel_stage.array("mel")
+        if mel_stage.json("meta").get("pad_mode") != self.config.mel_padding:
+            from data_recipes.audio.mel import wav2lip_mel
+
+            mel = wav2lip_mel(request.driving.audio(), self.config.mel_padding)
         n_out = len(inference_windows(mel))
         target = request.target
         n_used = min(n_out, target.num_frames)
