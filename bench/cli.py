@@ -5,6 +5,8 @@
     bench list
     bench report runs/<id> [runs/<id2> ...]
     bench env
+    bench score out.mp4 --metrics lse --json
+    bench generate --method wav2lip --face face.mp4 --audio speech.wav --out out.mp4 --set wav2lip.checkpoint=F
 """
 
 from __future__ import annotations
@@ -81,8 +83,14 @@ def build_parser() -> argparse.ArgumentParser:
                    help="metric families to compute (default: all; unavailable ones are reported with the reason)")
     _add_dataset_args(p)
     p.add_argument("--budget", default="quick", metavar="SPEC",
-                   help="training budget: quick | standard | full, optionally with steps=N and/or minutes=M, "
-                        "e.g. 'standard,minutes=30' (default: quick, sized for the demo on 2 CPU cores)")
+                   help="training budget, comma-joined: a preset quick | standard | full (each part of each "
+                        "method turns it into its own steps); steps=N (every part); <method>.<part>=N (one part "
+                        "or one network of a part, e.g. nerf_head.head=20000 or wav2lip.generator=50; `bench list` "
+                        "shows the parts); minutes=M (a ceiling on all training of the run, shared out across "
+                        "the fits still to do). A fit's checkpoints are kept per method, config, part, seed and "
+                        "data but not per budget, so rerunning with a larger budget continues training from them. "
+                        "E.g. 'standard,minutes=30,wav2lip.generator=500' (default: quick, sized for the demo on "
+                        "2 CPU cores)")
     p.add_argument("--seed", type=int, default=0, help="seed for training and generation (default: 0)")
     p.add_argument("--no-cross", dest="cross", action="store_false",
                    help="skip cross-driven requests (another clip's audio)")
@@ -128,6 +136,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("env", help="hardware fingerprint and package versions as recorded in manifests",
                        description="Print this machine's hardware fingerprint and the versions of relevant packages.")
     p.add_argument("--json", action="store_true", help="machine-readable output")
+
+    from bench.single import add_parsers  # `bench score` and `bench generate`
+
+    add_parsers(sub, _set_pair, _csv, _add_progress_arg)
     return parser
 
 
@@ -256,7 +268,11 @@ def list_entries(what: str = "all") -> dict[str, list[dict[str, Any]]]:
             rows.append({"name": m.name, "available": m.availability.ok, "reason": m.availability.reason,
                          "origin": origins.get(m.name, ""),
                          "description": spec.description if spec else "",
-                         "kind": spec.kind if spec else "", "fit": spec.fit_scope if spec else ""})
+                         "kind": spec.kind if spec else "",
+                         # parts and their fit scope: what `--budget <method>.<part>=N` can name
+                         "fit": (", ".join(f"{p.name} ({p.scope}"
+                                           + (f": {', '.join(p.counters)}" if p.counters else "") + ")"
+                                           for p in spec.fit_parts()) or "none") if spec else ""})
         out["methods"] = rows
     if what in ("all", "metrics"):
         origins = {e.name: e.origin for e in metric_registry().entries().values()}
@@ -383,7 +399,20 @@ def cmd_env(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"run": cmd_run, "prepare": cmd_prepare, "list": cmd_list, "report": cmd_report, "env": cmd_env}
+def cmd_score(args: argparse.Namespace) -> int:
+    from bench.single import cmd_score as run_score
+
+    return run_score(args)
+
+
+def cmd_generate(args: argparse.Namespace) -> int:
+    from bench.single import cmd_generate as run_generate
+
+    return run_generate(args)
+
+
+COMMANDS = {"run": cmd_run, "prepare": cmd_prepare, "list": cmd_list, "report": cmd_report, "env": cmd_env,
+            "score": cmd_score, "generate": cmd_generate}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

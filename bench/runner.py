@@ -27,7 +27,8 @@ from bench.availability import Availability
 from bench.cache import Cache, atomic_write_text, content_key
 from bench.config import ConfigError, RunConfig, apply_overrides, split_overrides, to_jsonable
 from bench.layout import GROUND_TRUTH, RunLayout
-from bench.method import Budget, FitReport, GenerateRequest, GenerateResult, Method, MethodContext, MethodSpec
+from bench.method import (Budget, FitReport, GenerateRequest, GenerateResult, Method, MethodContext, MethodSpec,
+                          PartSpec)
 from bench.progress import Progress
 from bench.registry import method_registry, metric_registry
 from bench.results import ResultRow, collect_parts, extra_json, to_frame, write_csv, write_parquet
@@ -42,6 +43,10 @@ REPORT_STAGES = ("faces",)
 
 class RunError(RuntimeError):
     """The run cannot start as configured; the message says why and what to change."""
+
+
+class _FitFailed(RuntimeError):
+    """A method's fit raised; the message is the reason written into its requests' rows."""
 
 
 @dataclass
@@ -320,6 +325,9 @@ class Runner:
         self.cache = cache or Cache()
         self.device = resolve_device(config.device)
         self.phases = _Phases()
+        self._train_deadline: float | None = None   # `minutes` bound all training; set at the first fit
+        self._fits_left = 0
+        self._stage_seconds: dict[tuple[str, str], float | None] = {}
 
     # -- setup
 
@@ -335,13 +343,14 @@ class Runner:
         self.budget = Budget.parse(cfg.budget)
         _, self.dataset_argument = parse(cfg.dataset)
         self.dataset = load(cfg.dataset, dataset_options(cfg.limit, cfg.subjects, cfg.test_seconds, cfg.pairs))
-        self.recipe = Recipe(self.cache, self.progress)
+        self.recipe = Recipe(self.cache, self.progress, clips=self.dataset.clips)
         self.methods = resolve_methods(cfg.methods, self.overrides, self.device, self.recipe)
         self.metrics = resolve_metrics(cfg.metrics, self.overrides)
         known = {m.name for m in self.methods} | {m.name for m in self.metrics}
         for owner in self.overrides:
             if owner not in known:
                 raise RunError(f"--set {owner}.*: no method or metric named {owner!r} in this run")
+        self._check_budget_names()
         bad = [m for m in self.methods if m.explicit and not m.availability.ok]
         if bad:
             raise RunError("; ".join(f"method {m.name!r} is unavailable: {m.availability.reason}" for m in bad))
@@ -362,15 +371,21 @@ class Runner:
                 raise RunError(f"{self.layout.root} holds a run made with a different configuration; "
                                "choose another --run-id or remove that folder")
             if m.get("hardware", {}).get("id") != hardware["id"]:
-                raise RunError(f"{self.layout.root} was started on other hardware ({m['hardware'].get('label')}); "
-                               "its timings would mix machines: use another --run-id")
+                old = m.get("hardware", {})
+                why = ("its hardware fingerprint was made by an older talkbench" if
+                       old.get("fingerprint_version") != hardware["fingerprint_version"] else
+                       f"it was started on other hardware ({old.get('label')}, this is {hardware['label']})")
+                raise RunError(f"{self.layout.root}: {why}; its timings would mix machines: use another --run-id")
             self.progress.log(f"resuming run {self.run_id} ({self.layout.root})")
         else:
             m = mf.new(self.run_id, self.command, to_jsonable(self.config), self.config.seed, hardware,
                        package_versions())
             m["identity"] = identity
         m["status"] = "running"
-        m["invocations"] = int(m.get("invocations", 0)) + 1
+        stages, self._versions = self._part_versions()
+        self._scan_parts = mf.may_hold_other_versions(m, self._versions)
+        mf.begin_invocation(m, self.command, hardware, stages, self._versions)
+        self._commit = mf.commit_text(m["git"])
         m["device"] = self.device
         m["dataset"] = dataset_summary(self.dataset, self.recipe, self.dataset_argument)
         for r in self.methods:
@@ -387,6 +402,37 @@ class Runner:
         self.layout.root.mkdir(parents=True, exist_ok=True)
         mf.write(self.layout.manifest, m)
         return m
+
+    def _part_versions(self) -> tuple[dict[str, dict[str, Any]], dict[str, str]]:
+        """The run's stage settings, and per method the versions string its result rows carry
+        (its version and config, every metric's, and the stages it and the metrics read)."""
+        metric_stages = {s for m in self.metrics if m.spec is not None for s in m.spec.stages}
+        common = {"normalise", *REPORT_STAGES, *metric_stages}
+        stages = mf.stage_settings(sorted(common | {s for m in self.methods if m.spec for s in m.spec.stages}),
+                                   self.recipe)
+        versions = {}
+        for m in self.methods:
+            used = mf.stage_settings(sorted(common | set(m.spec.stages if m.spec else ())), self.recipe)
+            versions[m.name] = mf.part_versions(m, self.metrics, used)
+        return stages, versions
+
+    def _part_done(self, method: str, request_id: str) -> bool:
+        """A part counts as done when it exists and was made under this invocation's versions; a part
+        made under other versions is recomputed (its rows are replaced), never mixed with new ones."""
+        path = self.layout.part(method, request_id)
+        if not path.exists():
+            return False
+        if not self._scan_parts:
+            return True
+        from bench.results import part_versions
+
+        found = part_versions(path)
+        if found is not None and found[1] in ("", self._versions[method]):  # "": a part without rows
+            return True
+        changes = mf.version_changes(found[1] if found else "", self._versions[method])
+        self.progress.log(f"note: {method} / {request_id!r}: made under other versions "
+                          f"({'; '.join(changes) or 'unreadable part'}): recomputing")
+        return False
 
     # -- phases
 
@@ -413,7 +459,7 @@ class Runner:
                 need(r.driving, m.spec.stages)
         fit_clips = self._fit_clips()
         for m in active:
-            if m.spec.fit_scope != "none":
+            if m.spec.fit_parts():
                 for c in fit_clips:
                     need(c, m.spec.stages)
         for m in self.metrics:
@@ -450,7 +496,7 @@ class Runner:
                     continue
                 t0 = time.monotonic()
                 try:
-                    summary = metric.fit([self.recipe.prepare(c) for c in train], self.budget)
+                    summary = metric.fit([self.recipe.prepare(c) for c in train], self._fit_budget(m.name))
                 except Exception as e:
                     m.availability = Availability.no(f"training its scorer failed: {type(e).__name__}: {e}")
                     manifest["metrics"][m.name].update(available=False, reason=m.availability.reason)
@@ -458,6 +504,7 @@ class Runner:
                     continue
                 finally:
                     self.phases.add("fit", t0)
+                    self._fits_left = max(self._fits_left - 1, 0)
                 manifest["metrics"][m.name]["fit"] = to_jsonable(summary)
             weights = metric.weights_used()
             manifest["metrics"][m.name]["weights"] = weights
@@ -471,69 +518,166 @@ class Runner:
         """What `fit` sees: the train split, then the val split (held-out evaluation only)."""
         return [*self.dataset.split("train"), *self.dataset.split("val")]
 
-    def _groups(self, spec: MethodSpec) -> list[tuple[str, list[Clip], list[Request]]]:
+    def _groups(self, spec: MethodSpec) -> list[tuple[str, str | None, list[Request]]]:
+        """(label, subject, requests): one group per subject when the method has subject parts
+        (that subject's parts are fitted, then its requests generated), else one group."""
         reqs = [r for r in self.requests if spec.cross_driven or r.kind == "self"]
-        train = self._fit_clips()
-        if spec.fit_scope == "none":
-            return [("none", [], reqs)]
-        if spec.fit_scope == "dataset":
-            return [("dataset", list(train), reqs)]
-        groups = []
-        for subject in sorted({r.target.subject for r in reqs}):
-            groups.append((f"subject:{subject}", [c for c in train if c.subject == subject],
-                           [r for r in reqs if r.target.subject == subject]))
-        return groups
+        parts = spec.fit_parts()
+        if not any(p.scope == "subject" for p in parts):
+            return [("dataset" if parts else "none", None, reqs)]
+        return [(f"subject:{s}", s, [r for r in reqs if r.target.subject == s])
+                for s in sorted({r.target.subject for r in reqs})]
+
+    def _check_budget_names(self) -> None:
+        """Every `<method>.<name>=N` in --budget names a part (or counter) of a method in this run."""
+        specs = {m.name: m.spec for m in self.methods}
+        for key, _ in self.budget.part_steps:
+            method, _, name = key.partition(".")
+            if method not in specs:
+                raise RunError(f"--budget {key}: no method named {method!r} in this run "
+                               f"(methods: {', '.join(specs)})")
+            spec = specs[method]
+            if spec is not None and name not in spec.budget_names():
+                known = ", ".join(spec.budget_names()) or "none: it trains nothing"
+                raise RunError(f"--budget {key}: method {method!r} has no part or counter {name!r} (known: {known})")
+
+    def _count_fits(self, clip_errors: dict[str, str]) -> int:
+        """Fits this invocation may still run (metric scorers, dataset parts, subject parts x subjects):
+        the divisor that shares `minutes` out."""
+        n = sum(1 for m in self.metrics if m.availability.ok and m.spec.fit_scope == "dataset")
+        for m in self.methods:
+            if not m.availability.ok:
+                continue
+            for label, subject, reqs in self._groups(m.spec):
+                if not any(not self.layout.part(m.name, r.id).exists() for r in reqs):
+                    continue
+                n += sum(1 for p in m.spec.fit_parts() if p.scope == "subject")
+            n += sum(1 for p in m.spec.fit_parts() if p.scope == "dataset")
+        return n
+
+    def _fit_budget(self, name: str) -> Budget:
+        """The budget one fit gets: the run's, bound to `name`, with `minutes` = an equal share of the
+        training time left across the fits still to do (minutes bound all training of the run)."""
+        b = self.budget.for_method(name)
+        if self.budget.minutes is None:
+            return b
+        if self._train_deadline is None:
+            self._train_deadline = time.monotonic() + 60.0 * self.budget.minutes
+        left = max(self._train_deadline - time.monotonic(), 0.0)
+        return b.with_minutes(left / max(self._fits_left, 1) / 60.0)
+
+    def _fit_part(self, m: Resolved, method: Method, part: PartSpec, label: str, clips: list[Clip],
+                  upstream: list[str]) -> tuple[str, FitReport]:
+        """Fit one part in its own work folder; the key (and so the folder) leaves the budget out, so a
+        larger budget continues the checkpoints there. Raises _FitFailed with the reason."""
+        key = content_key("fit", m.name, m.spec.version, to_jsonable(m.config), label, part.name, self.config.seed,
+                          [self.recipe.clip_fingerprint(c) for c in clips], upstream)
+        method.context = self._method_context(m.name, key)
+        budget = self._fit_budget(m.name)
+        t0 = time.monotonic()
+        try:
+            if part.name == "model" and not m.spec.parts:
+                report = method.fit([self.recipe.prepare(c) for c in clips], budget)
+            else:
+                report = method.fit_part(part, [self.recipe.prepare(c) for c in clips], budget)
+        except Exception as e:
+            traceback.print_exc(file=sys.stderr)
+            raise _FitFailed(f"fit failed ({label}, part {part.name}): {type(e).__name__}: {e}") from e
+        finally:
+            self.phases.add("fit", t0)
+            self._fits_left = max(self._fits_left - 1, 0)
+        self._record_fit(m.name, label, report, part.name, budget)
+        return key, report
+
+    def _method_context(self, name: str, key: str) -> MethodContext:
+        return MethodContext(work_dir=self.cache.scratch(f"fits/{name}", key), cache=self.cache,
+                             progress=self.progress, device=self.device, seed=self.config.seed,
+                             precision=self.config.precision)  # type: ignore[arg-type]
+
+    def _run_method(self, m: Resolved, metrics: dict[str, Metric], clip_errors: dict[str, str],
+                    outcome: RunOutcome) -> None:
+        """Dataset parts once, then per group (subject): its subject parts, then its requests."""
+        manifest = self._manifest
+        pending = []
+        for label, subject, reqs in self._groups(m.spec):
+            todo = [r for r in reqs if not self._part_done(m.name, r.id)]
+            outcome.skipped += len(reqs) - len(todo)
+            if todo:
+                pending.append((label, subject, todo))
+        if not pending:
+            return
+        parts = m.spec.fit_parts()
+        train = [c for c in self._fit_clips() if c.id not in clip_errors]
+        base_key = content_key("fit", m.name, m.spec.version, to_jsonable(m.config), "none", self.config.seed)
+        method: Method = m.cls(m.config, self._method_context(m.name, base_key))
+
+        def fail(todo: list[Request], reason: str) -> None:
+            self.progress.log(f"error: method {m.name}: {reason}")
+            for r in todo:
+                _write_part(self.layout, m.name, r.id,
+                            _missing_rows(self.metrics, self._base(r, m.name), "failed", reason, r.kind))
+
+        keys: list[str] = []
+        weights: list[str] = []
+        try:
+            if not parts:  # nothing to train: fit still runs once (it loads what generate needs)
+                t0 = time.monotonic()
+                try:
+                    report = method.fit([], self.budget.for_method(m.name))
+                except Exception as e:
+                    traceback.print_exc(file=sys.stderr)
+                    raise _FitFailed(f"fit failed (none): {type(e).__name__}: {e}") from e
+                finally:
+                    self.phases.add("fit", t0)
+                self._record_fit(m.name, "none", report, "", None)
+                keys.append(base_key)
+                weights += [w.sha256 for w in report.weights]
+            for part in (p for p in parts if p.scope == "dataset"):
+                key, report = self._fit_part(m, method, part, "dataset", train, keys)
+                keys.append(key)
+                weights += [w.sha256 for w in report.weights]
+        except _FitFailed as e:
+            fail([r for _, _, todo in pending for r in todo], str(e))
+            return
+        for label, subject, todo in pending:
+            group_keys, group_weights = list(keys), list(weights)
+            try:
+                for part in (p for p in parts if p.scope == "subject"):
+                    clips = [c for c in train if c.subject == subject]
+                    key, report = self._fit_part(m, method, part, label, clips, list(group_keys))
+                    group_keys.append(key)
+                    group_weights += [w.sha256 for w in report.weights]
+            except _FitFailed as e:
+                fail(todo, str(e))
+                continue
+            fit_key = content_key("fits", group_keys)
+            for r in self.progress.track(todo, f"{m.name}: generate + score ({label})"):
+                self._run_request(m, method, r, fit_key, group_weights, metrics, clip_errors)
+                outcome.done += 1
+            mf.write(self.layout.manifest, manifest)
+
+    def _record_fit(self, method: str, scope: str, report: FitReport, part: str = "",
+                    budget: Budget | None = None) -> None:
+        """One manifest entry per (scope, part): steps trained (in all and per counter), where it
+        continued from, the budget it was given (with its share of the run's minutes)."""
+        manifest = self._manifest
+        fits = [f for f in manifest["methods"][method].get("fits", [])
+                if (f.get("scope"), f.get("part", "")) != (scope, part)]
+        entry = {"scope": scope, "part": part, **to_jsonable(dataclasses.asdict(report))}
+        if budget is not None:
+            entry["minutes_share"] = budget.minutes
+        fits.append(entry)
+        manifest["methods"][method]["fits"] = fits
+        for w in report.weights:
+            mf.record_weight(manifest, w.role, w.path, w.sha256, w.origin, f"method:{method}", w.note)
+        mf.write(self.layout.manifest, manifest)
 
     def _base(self, r: Request, method: str) -> dict[str, Any]:
         return {"run_id": self.run_id, "dataset": self.dataset.name, "split": self.config.split,
                 "request_id": r.id, "kind": r.kind, "clip_id": r.target.id, "audio_clip": r.driving.id,
                 "subject": r.target.subject, "method": method,
-                "hardware": self._manifest["hardware"]["id"]}
-
-    def _run_method(self, m: Resolved, metrics: dict[str, Metric], clip_errors: dict[str, str],
-                    outcome: RunOutcome) -> None:
-        manifest = self._manifest
-        for scope, train, reqs in self._groups(m.spec):
-            todo = [r for r in reqs if not self.layout.part(m.name, r.id).exists()]
-            outcome.skipped += len(reqs) - len(todo)
-            if not todo:
-                continue
-            train = [c for c in train if c.id not in clip_errors]
-            fit_key = content_key("fit", m.name, m.spec.version, to_jsonable(m.config), scope, self.config.seed,
-                                  self.budget.describe() if m.spec.fit_scope != "none" else "",
-                                  [self.recipe.clip_fingerprint(c) for c in train])
-            ctx = MethodContext(work_dir=self.cache.scratch(f"fits/{m.name}", fit_key), cache=self.cache,
-                                progress=self.progress, device=self.device, seed=self.config.seed,
-                                precision=self.config.precision)  # type: ignore[arg-type]
-            method: Method = m.cls(m.config, ctx)
-            t0 = time.monotonic()
-            try:
-                report = method.fit([self.recipe.prepare(c) for c in train], self.budget)
-            except Exception as e:
-                reason = f"fit failed ({scope}): {type(e).__name__}: {e}"
-                self.progress.log(f"error: method {m.name}: {reason}")
-                traceback.print_exc(file=sys.stderr)
-                for r in todo:
-                    _write_part(self.layout, m.name, r.id,
-                                _missing_rows(self.metrics, self._base(r, m.name), "failed", reason, r.kind))
-                continue
-            finally:
-                self.phases.add("fit", t0)
-            self._record_fit(m.name, scope, report)
-            weights_id = [w.sha256 for w in report.weights]
-            for r in self.progress.track(todo, f"{m.name}: generate + score ({scope})"):
-                self._run_request(m, method, r, fit_key, weights_id, metrics, clip_errors)
-                outcome.done += 1
-            mf.write(self.layout.manifest, manifest)
-
-    def _record_fit(self, method: str, scope: str, report: FitReport) -> None:
-        manifest = self._manifest
-        fits = [f for f in manifest["methods"][method].get("fits", []) if f.get("scope") != scope]
-        fits.append({"scope": scope, **to_jsonable(dataclasses.asdict(report))})
-        manifest["methods"][method]["fits"] = fits
-        for w in report.weights:
-            mf.record_weight(manifest, w.role, w.path, w.sha256, w.origin, f"method:{method}", w.note)
-        mf.write(self.layout.manifest, manifest)
+                "hardware": self._manifest["hardware"]["id"],
+                "commit": self._commit, "versions": self._versions[method]}
 
     def _run_request(self, m: Resolved, method: Method, r: Request, fit_key: str, weights_id: list[str],
                      metrics: dict[str, Metric], clip_errors: dict[str, str]) -> None:
@@ -566,7 +710,9 @@ class Runner:
         gt = target.frames(0, n) if r.kind == "self" else None
         audio = driving.audio()[: n * 640]
         protocol = self.dataset.sync_protocol
-        sample = Sample(r.id, r.kind, generated, gt, audio, target, protocol, dict(result.timings))  # type: ignore[arg-type]
+        timings = {**self._request_stage_seconds(m, r.driving), **result.timings}
+        sample = Sample(r.id, r.kind, generated, gt, audio, target, protocol, timings)  # type: ignore[arg-type]
+        _attach_load(sample, result.info.get("load"))
         rows: list[ResultRow] = []
         for mm in self.metrics:
             if mm.spec is not None and mm.spec.needs_ground_truth and r.kind != "self":
@@ -594,6 +740,31 @@ class Runner:
                           {**info, "method": GROUND_TRUTH}, self.config.preview_videos)
         _write_part(self.layout, m.name, r.id, rows)
 
+    def _request_stage_seconds(self, m: Resolved, driving: Clip) -> dict[str, float]:
+        """Seconds of the method's per-request recipe stages (mel, HuBERT, f0) on the driving clip, as
+        "stage:<name>" timings: a deployed system computes them from every request's audio, so fps
+        counts them. They are the seconds the stage code took when it computed the cached entry
+        (`timing.json`); an entry measured on other hardware is timed again with the same code."""
+        from data_recipes.recipe import stage_spec
+
+        out = {}
+        for stage in m.spec.stages:
+            if not stage_spec(stage).per_request:
+                continue
+            memo = (driving.id, stage)
+            if memo not in self._stage_seconds:
+                try:
+                    info = self.recipe.request_seconds(driving, stage)
+                    if info is None or info.get("hardware") != self.recipe.hardware_id():
+                        info = self.recipe.time_stage(driving, stage)
+                    self._stage_seconds[memo] = float(info["seconds"])
+                except Exception as e:  # a missing timing must not lose the video's other scores
+                    self.progress.log(f"note: no timing for stage {stage!r} of {driving.id!r}: {e}")
+                    self._stage_seconds[memo] = None
+            if self._stage_seconds[memo] is not None:
+                out[f"stage:{stage}"] = self._stage_seconds[memo]
+        return out
+
     def _generate(self, method: Method, request: GenerateRequest, name: str, key: str) -> GenerateResult:
         ns = f"generated/{name}"
         if self.cache.has(ns, key):
@@ -603,7 +774,13 @@ class Runner:
                 self.progress.log(f"note: cached video for {name}/{request.id!r} unreadable ({e}); regenerating")
                 shutil.rmtree(self.cache.entry(ns, key), ignore_errors=True)
         _seed_everything(request.seed)
+        from metrics.fps import load_average
+
+        load_before = load_average()
         result = method.generate(request)
+        # the load while this video was timed travels with it (cached videos keep their original)
+        result.info["load"] = {"load1_before": load_before, "load1_after": load_average(),
+                               "cores": _usable_cores(), "measured": "around generate"}
         with self.cache.write(ns, key) as tmp:
             _save_generated(tmp, result)
         return result
@@ -627,6 +804,7 @@ class Runner:
                         self.progress.log(f"  unavailable metric {m.name}: {m.availability.reason}")
                 clip_errors = self._prepare()
                 manifest["clip_errors"] = clip_errors
+                self._fits_left = self._count_fits(clip_errors)
                 metrics = self._fit_metrics(manifest, clip_errors)
                 for m in self.methods:
                     if m.availability.ok:
@@ -692,6 +870,18 @@ def _spec_json(spec: Any) -> dict[str, Any]:
         return {}
     d = {f.name: getattr(spec, f.name) for f in dataclasses.fields(spec) if f.name != "config"}
     return to_jsonable(d)
+
+
+def _usable_cores() -> int:
+    from bench.hardware import cores
+
+    return cores()
+
+
+def _attach_load(sample: Sample, load: Any) -> None:
+    from metrics.fps import attach_load
+
+    attach_load(sample, load if isinstance(load, dict) else None)
 
 
 def _seed_everything(seed: int) -> None:

@@ -383,6 +383,25 @@ class Recipe:
             return None
         return json.loads(path.read_text())
 
+    def time_stage(self, clip: Clip, stage: str) -> dict[str, Any]:
+        """Run a clip stage's code once more on `clip` into a throwaway folder and return its timing
+        (as in `timing.json`); for per-request stages whose cached timing came from other hardware."""
+        import tempfile
+
+        spec = stage_spec(stage)
+        if spec.level != "clip":
+            raise ValueError(f"stage {stage!r} is a subject stage; only clip stages are timed per request")
+        inputs = {d: self.output(clip, d) for d in spec.requires}
+        fn = _load(spec.entry)
+        with tempfile.TemporaryDirectory(prefix=f"time-{stage}-") as tmp:
+            ctx = StageContext(clip, self.config(stage), inputs, Path(tmp), Progress.off(), self.prepare(clip),
+                               device=self.device, models=self.models)
+            t0 = time.perf_counter()
+            fn(ctx)
+            seconds = time.perf_counter() - t0
+            _write_timing(Path(tmp), seconds, ctx.timings, self.hardware_id())
+            return json.loads((Path(tmp) / "timing.json").read_text())
+
     def _lock_for(self, key: str, stage: str) -> threading.Lock:
         with self._guard:
             return self._locks.setdefault((key, stage), threading.Lock())
