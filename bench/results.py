@@ -6,7 +6,7 @@ Files in a run folder `runs/<run-id>/`:
 - `results.parquet` and `results.csv`: every part concatenated, rewritten at the end of a run;
 - `manifest.json`: see `bench.manifest`.
 
-Column meanings (schema version 1):
+Column meanings (schema version 2):
 - run_id, dataset, split: which run and which split the clip belongs to;
 - request_id: unique per request; kind: "self" (a clip's own audio, ground truth exists) or "cross";
 - clip_id: the target (identity) clip; audio_clip: the clip whose audio drove the video;
@@ -15,7 +15,14 @@ Column meanings (schema version 1):
 - value: float; NaN unless status == "ok"; +inf allowed (PSNR of identical frames);
 - status: "ok" | "unavailable" | "failed" | "too_short" | "not_applicable"; reason: why not ok;
 - unit, better ("higher" | "lower" | "zero" | ""), published (False for the suite's own scorers);
-- n_frames: frames scored; hardware: the manifest's hardware id; extra: JSON (curves, offsets, timings).
+- n_frames: frames scored; hardware: the manifest's hardware id; extra: JSON (curves, offsets, timings);
+- commit: the git commit of the code that made the row ("<sha>+dirty" for a modified checkout, ""
+  when unknown); versions: the declared versions and settings that made it (`bench.manifest.
+  part_versions`: method version and config digest, every metric's version and config digest,
+  every recipe stage's version and config digest), as compact JSON. A resume compares a part's
+  versions with the current ones and recomputes the part when they differ.
+
+Schema 1 files (before commit / versions) are read with both columns empty.
 """
 
 from __future__ import annotations
@@ -27,7 +34,8 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any, Iterable
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+READABLE_VERSIONS = ("1", "2")     # 1: no commit / versions columns (filled with "")
 STATUSES = ("ok", "unavailable", "failed", "too_short", "not_applicable")
 
 
@@ -57,6 +65,8 @@ class ResultRow:
     n_frames: int
     hardware: str
     extra: str = "{}"
+    commit: str = ""
+    versions: str = "{}"
 
     def __post_init__(self) -> None:
         if self.status not in STATUSES:
@@ -66,7 +76,11 @@ class ResultRow:
                               f"{self.status!r} needs a reason")
         if self.status != "ok" and not math.isnan(self.value):
             raise SchemaError(f"row {self.method}/{self.metric}: only 'ok' rows may carry a number")
-        json.loads(self.extra)
+        for name in ("extra", "versions"):
+            try:
+                json.loads(getattr(self, name))
+            except ValueError as e:
+                raise SchemaError(f"row {self.method}/{self.metric}: {name} is not JSON ({e})") from e
 
 
 COLUMNS = tuple(f.name for f in fields(ResultRow))
@@ -103,6 +117,12 @@ def _parquet_bytes(df) -> bytes:
     table = pa.Table.from_pandas(df, preserve_index=False)
     meta = dict(table.schema.metadata or {})
     meta[b"talkbench_schema_version"] = str(SCHEMA_VERSION).encode()
+    # A part's rows share one commit and one versions string: kept in the footer too, so a resume
+    # checks thousands of parts without reading their rows.
+    for col in ("commit", "versions"):
+        values = df[col].unique() if len(df) else []
+        if len(values) == 1:
+            meta[f"talkbench_{col}".encode()] = str(values[0]).encode()
     table = table.replace_schema_metadata(meta)
     buf = io.BytesIO()
     pq.write_table(table, buf)
@@ -128,9 +148,13 @@ def read_parquet(path: Path):
 
     table = pq.read_table(path)
     version = (table.schema.metadata or {}).get(b"talkbench_schema_version", b"?").decode()
-    if version != str(SCHEMA_VERSION):
-        raise SchemaError(f"{path}: results schema version {version}, this talkbench reads {SCHEMA_VERSION}")
+    if version not in READABLE_VERSIONS:
+        raise SchemaError(f"{path}: results schema version {version}, this talkbench reads "
+                          f"{', '.join(READABLE_VERSIONS)}")
     df = table.to_pandas()
+    for col, default in (("commit", ""), ("versions", "{}")):
+        if col not in df.columns:
+            df[col] = default
     for col in COLUMNS:
         df[col] = df[col].astype(_DTYPES.get(col, "string"))
     validate(df)
@@ -145,6 +169,22 @@ def collect_parts(run_dir: Path):
     if not parts:
         return to_frame([])
     return pd.concat([read_parquet(p) for p in parts], ignore_index=True)
+
+
+def part_versions(path: Path) -> tuple[str, str] | None:
+    """(commit, versions) a part file was written with, read from its footer only (fast on resume);
+    None for an unreadable part. Schema 1 parts give ("", "{}"); a part without rows (no metric
+    applied to its request) gives ("", ""): nothing in it can be stale."""
+    import pyarrow.parquet as pq
+
+    try:
+        footer = pq.read_metadata(path)
+    except Exception:
+        return None
+    if footer.num_rows == 0:
+        return ("", "")
+    meta = footer.metadata or {}
+    return (meta.get(b"talkbench_commit", b"").decode(), meta.get(b"talkbench_versions", b"{}").decode())
 
 
 def load_run(run_dir: Path):

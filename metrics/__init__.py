@@ -13,4 +13,5 @@ BUILTIN_METRICS: dict[str, str] = {
     "sync_suite": "metrics.sync.suite:SuiteSyncMetric",
     "lmd": "metrics.lmd:LMDMetric",
     "fps": "metrics.fps:FPS",
+    "output_check": "metrics.output_check:OutputCheck",
 }

@@ -4,16 +4,20 @@ Protocol: file IO is outside every timed stage; each stage is timed with a monot
 CUDA synchronisation on entry and exit (so asynchronous kernels are charged to the stage that queued
 them); warm-up runs happen before the first timed request (see `warm_up` and `WarmTimer`).
 fps = frames / sum of stage seconds. The hardware fingerprint goes into the run manifest next to
-the figure. The fps score's extra carries the per-stage breakdown (seconds, share, frames/s).
+the figure. The fps score's extra carries the per-stage breakdown (seconds, share, frames/s) and the
+machine's load while the video was generated (`machine_load`: the 1-minute load average before and
+after `generate`, read by the runner and cached with the video), with a warning when the machine was
+busy: then other work shared the cores and the figure is lower than the machine can do.
 """
 
 from __future__ import annotations
 
 import contextlib
 import math
+import os
 import time
 from dataclasses import dataclass
-from typing import Callable, Iterator, TypeVar
+from typing import Any, Callable, Iterator, Mapping, TypeVar
 
 from metrics.base import Metric, MetricSpec, Sample, Score, ValueSpec
 
@@ -90,9 +94,51 @@ def stage_breakdown(timings: dict[str, float], frames: int) -> dict[str, dict[st
             for k, v in timings.items()}
 
 
+# Where the runner leaves the load measured around `generate` for this metric (Sample.memo key).
+LOAD_KEY = "fps.load"
+# Busy: more runnable tasks than this many per usable core, on average over the last minute. Our
+# own generate accounts for up to one per core (torch's threads), so anything above means other
+# work competed for the cores while the video was timed.
+BUSY_LOAD_PER_CORE = 1.25
+
+
+def load_average() -> float | None:
+    """The 1-minute load average (None where the platform has none)."""
+    try:
+        return float(os.getloadavg()[0])
+    except (OSError, AttributeError):
+        return None
+
+
+def machine_load(before: float | None, after: float | None, cores: int,
+                 busy_per_core: float = BUSY_LOAD_PER_CORE) -> dict[str, Any]:
+    """What an fps row records about the machine's load: the 1-minute load average before and after
+    the timed work, the usable cores, and a warning when the larger reading exceeds
+    `busy_per_core` x cores."""
+    readings = [x for x in (before, after) if x is not None]
+    if not readings:
+        return {"load1_before": None, "load1_after": None, "cores": cores, "busy": None,
+                "warning": "load average unavailable on this platform"}
+    peak = max(readings)
+    busy = peak > busy_per_core * max(cores, 1)
+    out: dict[str, Any] = {"load1_before": before, "load1_after": after, "cores": cores, "busy": busy}
+    if busy:
+        out["warning"] = (f"machine busy while timed: load average {peak:.2f} on {cores} cores "
+                          f"(> {busy_per_core:g} per core); fps is lower than this machine does idle")
+    return out
+
+
+def attach_load(sample: "Sample", load: Mapping[str, Any] | None) -> None:
+    """Hand the load measured around `generate` to the fps metric of `sample`."""
+    if load:
+        sample.memo[LOAD_KEY] = dict(load)
+
+
 @dataclass(frozen=True)
 class FPSConfig:
-    pass
+    """busy_load_per_core: load average per usable core above which an fps row carries a warning."""
+
+    busy_load_per_core: float = BUSY_LOAD_PER_CORE
 
 
 class FPS(Metric):
@@ -114,4 +160,19 @@ class FPS(Metric):
         if total <= 0:
             return {"fps": Score.missing("not_applicable", "no measurable compute (returns stored frames)")}
         return {"fps": Score.ok(n / total, stages={k: float(v) for k, v in sample.timings.items()}, frames=n,
-                                seconds=total, breakdown=stage_breakdown(dict(sample.timings), n))}
+                                seconds=total, breakdown=stage_breakdown(dict(sample.timings), n),
+                                load=self._load(sample))}
+
+    def _load(self, sample: Sample) -> dict[str, Any]:
+        """The load recorded around `generate`; without one (a caller that did not measure it), the
+        load now, marked as read at scoring time."""
+        from bench.hardware import cores
+
+        given = sample.memo.get(LOAD_KEY)
+        n = cores()
+        if isinstance(given, Mapping) and given:
+            before, after = given.get("load1_before"), given.get("load1_after")
+            out = machine_load(before, after, int(given.get("cores") or n), self.config.busy_load_per_core)
+            return {**out, "measured": given.get("measured", "around generate")}
+        now = load_average()
+        return {**machine_load(now, None, n, self.config.busy_load_per_core), "measured": "at scoring time"}

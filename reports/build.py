@@ -19,11 +19,14 @@ from reports.media import MediaConfig
 
 @dataclass(frozen=True)
 class ReportConfig:
-    """title: page title; media: frame strips and videos; max_training_charts: curves drawn."""
+    """title: page title; media: frame strips and videos; max_training_charts: curves drawn;
+    pool: what the user asks to pool across runs ("datasets", "budgets"; by default nothing is:
+    see docs/reports.md, merge rules; suite scorers and machines are never pooled)."""
 
     title: str = "talkbench report"
     media: MediaConfig = field(default_factory=MediaConfig)
     max_training_charts: int = 12
+    pool: tuple[str, ...] = ()
 
 
 def _env():
@@ -49,6 +52,8 @@ def _run_info(run) -> dict[str, Any]:
         "created": m.get("created"), "finished": m.get("finished"),
         "command": " ".join(str(a) for a in m.get("command") or []),
         "git": f"{git.get('commit') or 'unknown'}" + (" (dirty)" if git.get("dirty") else ""),
+        "history": _history(m),
+        "stages": section(m, "stages"),
         "version": m.get("talkbench_version"),
         "dataset": ds.get("name", run.dataset_name), "dataset_description": ds.get("description", ""),
         "dataset_source": ds.get("source", ""), "dataset_hash": ds.get("content_hash", ""),
@@ -61,6 +66,19 @@ def _run_info(run) -> dict[str, Any]:
         "rows": len(run.results),
         "notes": list(run.notes),
     }
+
+
+def _history(m) -> list[str]:
+    """One line per invocation: when, at which commit (the manifest's git is the latest one's)."""
+    out = []
+    for h in m.get("history") or []:
+        if not isinstance(h, dict):
+            continue
+        git = h.get("git") if isinstance(h.get("git"), dict) else {}
+        commit = str(git.get("commit") or "unknown")[:12] + (" (dirty)" if git.get("dirty") else "")
+        out.append(f"#{h.get('invocation') or '?'} {h.get('started') or ''} at {commit}"
+                   + (f" ({h['note']})" if h.get("note") else ""))
+    return out
 
 
 def baseline_methods(bundle) -> frozenset[str]:
@@ -76,7 +94,7 @@ def build_report(run_dirs: list[Path], out_dir: Path | None = None, progress=Non
     """Write `<out_dir>/report.html` (default out_dir: `<first run>/report`) and return its path."""
     from bench.cache import atomic_write_text
     from bench.progress import Progress
-    from reports import decision, media, paper, plots, tables
+    from reports import decision, flags as flagging, media, paper, plots, tables
     from reports.load import load_bundle
 
     cfg = config or ReportConfig()
@@ -85,18 +103,19 @@ def build_report(run_dirs: list[Path], out_dir: Path | None = None, progress=Non
     bundle = load_bundle(run_dirs)  # first: a wrong folder must not get a report/ created in it
     out_dir = Path(out_dir) if out_dir is not None else run_dirs[0] / "report"
     out_dir.mkdir(parents=True, exist_ok=True)
-    pr = tables.per_request(bundle.results)
+    pr = tables.per_request(bundle.results, cfg.pool)
+    flags = flagging.degenerate_methods(pr)
     labels = plots.hardware_labels(bundle)
-    full = tables.main_table(pr, labels, baseline_methods(bundle))
+    full = tables.main_table(pr, labels, baseline_methods(bundle), flags)
     table = tables.collapse_uniform(full)   # what the page and the paper exports show
-    hw = decision.hardware_section(pr, bundle)
-    dt = decision.decision_table(table, pr, bundle, hw)
-    pt = paper.paper_table(pr, bundle)
+    hw = decision.hardware_section(pr, bundle, flags)
+    dt = decision.decision_table(table, pr, bundle, hw, flags)
+    pt = paper.paper_table(pr, bundle, flags)
     training, training_notes = plots.training_curves(bundle, cfg.max_training_charts)
-    sync_chart, sync_request = plots.sync_curve(bundle.results)
+    sync_chart, sync_request = plots.sync_curve(bundle.results, flags=flags)
     strips, strip_notes = media.build_strips(bundle, [r.method for r in table.rows], out_dir, cfg.media, progress)
 
-    export_links = _write_exports(out_dir / "tables", table, full, pr, hw, dt, pt)
+    export_links = _write_exports(out_dir / "tables", table, full, pr, hw, dt, pt, flags)
 
     context = {
         "title": cfg.title,
@@ -105,9 +124,10 @@ def build_report(run_dirs: list[Path], out_dir: Path | None = None, progress=Non
         "datasets": bundle.dataset_names,
         "notes": list(bundle.notes),
         "table": table,
-        "bars": plots.metric_bars(table),
-        "speed_charts": plots.quality_vs_speed(table, pr, bundle),
-        "distributions": plots.distributions(table, pr),
+        "flags": flags,
+        "bars": plots.metric_bars(table, flags),
+        "speed_charts": plots.quality_vs_speed(table, pr, bundle, flags=flags),
+        "distributions": plots.distributions(table, pr, flags),
         "sync_chart": sync_chart,
         "sync_request": sync_request,
         "training": training,
@@ -117,6 +137,7 @@ def build_report(run_dirs: list[Path], out_dir: Path | None = None, progress=Non
         "hardware": hw,
         "decision": dt,
         "paper": pt,
+        "paper_unverified": paper.UNVERIFIED,
         "exports": export_links,
     }
     html = _env().get_template("report.html").render(**context)
@@ -126,17 +147,23 @@ def build_report(run_dirs: list[Path], out_dir: Path | None = None, progress=Non
     return path
 
 
-def _write_exports(folder: Path, table, full, pr, hw, dt, pt) -> list[dict[str, Any]]:
+def _write_exports(folder: Path, table, full, pr, hw, dt, pt, flags) -> list[dict[str, Any]]:
     """Tables as CSV / Markdown / LaTeX (+ long CSVs); returns [{title, files: {format: href}}]."""
     from reports import decision, exports, paper
     from reports.tables import cell_export_text
 
     caption = "Results per method (mean \u00b1 std, n)" + "".join(f"; {c.text}" for c in table.collapsed)
+    caption += "".join(f"; {m}: {f.reason}" for m, f in flags.items())
+
+    def label(r) -> str:
+        if r.is_reference:
+            return r.method + " (real video)"
+        return r.method + (" (degenerate output)" if r.flag else "")
+
     main_plain = exports.PlainTable(
         "main", caption,
         ("method",) + tuple(c.export_title for c in table.columns),
-        tuple(((r.method + " (real video)") if r.is_reference else r.method,)
-              + tuple(cell_export_text(c) for c in r.cells) for r in table.rows))
+        tuple((label(r),) + tuple(cell_export_text(c) for c in r.cells) for r in table.rows))
     links = []
     for title, plain in (("Main table", main_plain), ("Hardware (fps per machine)", decision.hardware_plain(hw)),
                          ("2D vs 3D decision table", decision.decision_plain(dt)),
@@ -147,7 +174,7 @@ def _write_exports(folder: Path, table, full, pr, hw, dt, pt) -> list[dict[str, 
 
     exports.write_records(folder / "main_long.csv", table_records(full))
     cols = ["method", "metric", "family", "kind", "request_id", "clip_id", "audio_clip", "subject", "hw_key",
-            "value", "status", "reason", "unit", "better", "published", "n_frames"]
+            "ctx_label", "value", "status", "reason", "unit", "better", "published", "n_frames", "commit"]
     exports.write_records(folder / "per_request.csv",
                           [{c: r[c] for c in cols} for r in pr[cols].to_dict("records")] if len(pr) else [])
     links.append({"title": "Every cell with mean, std and 95% CI", "files": {"CSV": "tables/main_long.csv"}})

@@ -39,18 +39,29 @@ class HardwareSection:
     machines: tuple[Machine, ...]
     rows: tuple[tuple[str, tuple[Cell, ...]], ...]        # method, one fps cell per machine
     stages: tuple[tuple[str, str, str], ...]               # method, machine label, "model 12 ms, ..."
+    flagged: tuple[str, ...] = ()                          # degenerate methods (reports/flags.py)
 
 
 def _details(hw: Mapping[str, Any]) -> tuple[tuple[str, str], ...]:
+    from bench.hardware import isa_summary
+
     gpu = hw.get("gpu")
     if isinstance(gpu, Mapping):
         gpu_text = f"{gpu.get('name', '?')} ({gpu.get('memory_gb', '?')} GB) x{gpu.get('count', 1)}"
     else:
         gpu_text = "none"
     cuda = hw.get("cuda") or ("none" if hw and not isinstance(gpu, Mapping) else None)
-    keys = [("CPU", hw.get("cpu_model")), ("cores", hw.get("cpu_cores")), ("memory", (
-        f"{hw.get('memory_gb')} GB" if hw.get("memory_gb") is not None else None)), ("GPU", gpu_text),
-        ("torch", hw.get("torch")), ("CUDA", cuda), ("platform", hw.get("platform"))]
+    family = (f"{hw.get('cpu_vendor') or '?'} family {hw.get('cpu_family') or '?'} model "
+              f"{hw.get('cpu_model_number') or '?'}") if hw.get("fingerprint_version") else None
+    isa = hw.get("cpu_isa")
+    isa_text = None
+    if isinstance(isa, Mapping):
+        isa_text = isa_summary(dict(isa)) + " (" + (", ".join(k for k, v in isa.items() if v) or "none") + ")"
+    keys = [("CPU", hw.get("cpu_model")), ("CPU family", family), ("CPU features", isa_text),
+            ("cores", hw.get("cpu_cores")), ("memory", (
+                f"{hw.get('memory_gb')} GB" if hw.get("memory_gb") is not None else None)), ("GPU", gpu_text),
+            ("GPU driver", hw.get("gpu_driver") if isinstance(gpu, Mapping) else "none"),
+            ("torch", hw.get("torch")), ("CUDA", cuda), ("platform", hw.get("platform"))]
     return tuple((k, "unknown" if v is None else str(v)) for k, v in keys)
 
 
@@ -83,7 +94,8 @@ def _stage_text(rows) -> str:
     return ", ".join(f"{k} {fmt_number(1000.0 * v / frames, sig=3)} ms" for k, v in totals.items()) + " per frame"
 
 
-def hardware_section(pr, bundle: Bundle) -> HardwareSection:
+def hardware_section(pr, bundle: Bundle, flags: Mapping[str, Any] | None = None) -> HardwareSection:
+    """fps per method per machine (machines never pool: each fingerprint id is its own column)."""
     ms = machines(bundle)
     speed = pr[pr["family"].map(is_speed)]
     methods = method_order([str(m) for m in speed["method"].unique()]) if len(speed) else []
@@ -98,7 +110,7 @@ def hardware_section(pr, bundle: Bundle) -> HardwareSection:
             if text:
                 stages.append((m, mach.label, text))
         rows.append((m, tuple(cells)))
-    return HardwareSection(ms, tuple(rows), tuple(stages))
+    return HardwareSection(ms, tuple(rows), tuple(stages), tuple(m for m in methods if m in (flags or {})))
 
 
 @dataclass(frozen=True)
@@ -113,12 +125,18 @@ class DecisionRow:
     per_subject_training: str
     weights: str
     caveats: tuple[str, ...]
+    flag: str = ""            # degenerate output: why (reports/flags.py)
+    unavailable: str = ""     # "not run / unavailable: <reason>" for a method or kind without results
 
 
 @dataclass(frozen=True)
 class DecisionTable:
     quality_titles: tuple[str, ...]
     rows: tuple[DecisionRow, ...]
+
+
+# Both kinds the decision is about: each always gets a row, with a reason when it has no results.
+DECISION_KINDS = ("2d", "3d")
 
 
 def _quality_columns(table: Table, limit: int = 6) -> list[int]:
@@ -141,7 +159,9 @@ def _training_text(entries: Sequence[tuple[Any, Mapping[str, Any]]], bundle: Bun
     return text, sorted(set(budgets)), sorted(set(origins))
 
 
-def decision_table(table: Table, pr, bundle: Bundle, hw: HardwareSection) -> DecisionTable:
+def decision_table(table: Table, pr, bundle: Bundle, hw: HardwareSection,
+                   flags: Mapping[str, Any] | None = None) -> DecisionTable:
+    flags = flags or {}
     manifest = bundle.methods_manifest()
     qcols = _quality_columns(table)
     rows = []
@@ -157,6 +177,9 @@ def decision_table(table: Table, pr, bundle: Bundle, hw: HardwareSection) -> Dec
         hw_row = dict(hw.rows).get(row.method, ())
         fps = tuple((mach.label, cell) for mach, cell in zip(hw.machines, hw_row))
         caveats = _caveats(row.method, entries, spec, budgets, origins, pr, bundle)
+        flag = flags[row.method].reason if row.method in flags else ""
+        if flag:
+            caveats.insert(0, flag)
         weights = "; ".join(ORIGIN_LABELS.get(o, o) for o in origins) or (
             "none used" if fit_scope == "none" else "not recorded")
         rows.append(DecisionRow(
@@ -164,8 +187,67 @@ def decision_table(table: Table, pr, bundle: Bundle, hw: HardwareSection) -> Dec
             quality=tuple(row.cells[j] for j in qcols), fps=fps, training=training,
             data_per_subject=str(spec.get("per_subject_data") or "not stated"),
             per_subject_training=FIT_SCOPE_LABELS.get(fit_scope, fit_scope or "unknown"),
-            weights=weights, caveats=tuple(caveats)))
+            weights=weights, caveats=tuple(caveats), flag=flag))
+    shown = {r.method for r in rows}
+    rows += _rows_without_results(manifest, shown, len(qcols), {r.kind for r in rows})
     return DecisionTable(tuple(table.columns[j].export_title for j in qcols), tuple(rows))
+
+
+def _unavailable_row(method: str, kind: str, description: str, why: str, n_quality: int,
+                     spec: Mapping[str, Any] | None = None) -> DecisionRow:
+    spec = spec or {}
+    text = f"not run / unavailable: {why}"
+    cell = Cell("unavailable", "not run", reason=why, tooltip=text)
+    fit_scope = str(spec.get("fit_scope") or "")
+    return DecisionRow(method=method, kind=kind, description=description, quality=(cell,) * n_quality, fps=(),
+                       training="none in these runs",
+                       data_per_subject=str(spec.get("per_subject_data") or "not stated"),
+                       per_subject_training=FIT_SCOPE_LABELS.get(fit_scope, fit_scope or "unknown"),
+                       weights="not used", caveats=(text,), unavailable=text)
+
+
+def _rows_without_results(manifest, shown: set[str], n_quality: int, kinds_shown: set[str]) -> list[DecisionRow]:
+    """A row for every method the manifests name that has no results (with the manifest's reason),
+    and one for each of the 2D and 3D kinds that no method of these runs represents."""
+    out: list[DecisionRow] = []
+    kinds = set(kinds_shown)
+    for method, entries in manifest.items():
+        if method in shown or method == "reference":
+            continue
+        entry = entries[0][1]
+        spec = spec_of(entry)
+        raw_kind = str(spec.get("kind") or "")
+        kind = KIND_LABELS.get(raw_kind, raw_kind or "unknown")
+        reasons = [f"{e.get('reason')} (run {run.run_id})" if len(entries) > 1 else str(e.get("reason"))
+                   for run, e in entries if e.get("available") is False and e.get("reason")]
+        why = "; ".join(dict.fromkeys(reasons)) or "no results in these runs"
+        out.append(_unavailable_row(method, kind, str(spec.get("description") or ""), why, n_quality, spec))
+        kinds.add(kind)
+    for raw in DECISION_KINDS:
+        label = KIND_LABELS[raw]
+        if label not in kinds:
+            named = _registered_of_kind(raw)
+            why = ("no " + label + " method in these runs" + (f" (known: {', '.join(named)})" if named else ""))
+            out.append(_unavailable_row(f"({label} methods)", label, "", why, n_quality))
+    return out
+
+
+def _registered_of_kind(kind: str) -> list[str]:
+    """Registered methods of `kind` (names only; a broken import never breaks the report)."""
+    try:
+        from bench.registry import method_registry
+
+        reg = method_registry()
+        out = []
+        for name in reg.names():
+            try:
+                if reg.load(name).spec.kind == kind:
+                    out.append(name)
+            except Exception:
+                continue
+        return out
+    except Exception:
+        return []
 
 
 def _caveats(method: str, entries, spec: Mapping[str, Any], budgets: list[str], origins: list[str],
@@ -193,8 +275,9 @@ def _caveats(method: str, entries, spec: Mapping[str, Any], budgets: list[str], 
 
 
 def hardware_plain(hw: HardwareSection) -> PlainTable:
-    headers = ("method",) + tuple(f"fps @ {m.label}" for m in hw.machines)
-    rows = tuple((m,) + tuple(cell_export_text(c) for c in cells) for m, cells in hw.rows)
+    headers = ("method",) + tuple(f"fps @ {m.label} [{m.id}]" for m in hw.machines)
+    rows = tuple((m + (" (degenerate output)" if m in hw.flagged else ""),) + tuple(cell_export_text(c) for c in cells)
+                 for m, cells in hw.rows)
     return PlainTable("hardware", "Generated frames per second (method compute only) per machine", headers, rows)
 
 
@@ -209,7 +292,8 @@ def decision_plain(dt: DecisionTable) -> PlainTable:
     rows = []
     for r in dt.rows:
         fps = dict(r.fps)
-        rows.append((r.method, r.kind) + tuple(cell_export_text(c) for c in r.quality)
+        name = r.method + (" (degenerate output)" if r.flag else "")
+        rows.append((name, r.kind) + tuple(r.unavailable or cell_export_text(c) for c in r.quality)
                     + tuple(cell_export_text(fps[t]) if t in fps else "\u2014" for t in fps_titles)
                     + (r.training, r.data_per_subject, r.per_subject_training, r.weights, "; ".join(r.caveats)))
     return PlainTable("decision", "2D vs 3D: quality, speed, training and data needs per method", headers, tuple(rows))

@@ -46,6 +46,20 @@ class Run:
         return str(ids[0]) if len(ids) else UNKNOWN_HARDWARE
 
     @property
+    def budget(self) -> str:
+        """The training budget the run was made with ("" when the manifest does not say)."""
+        config = self.manifest.get("config")
+        return str(config.get("budget") or "") if isinstance(config, Mapping) else ""
+
+    def scorer_id(self, family: str) -> str:
+        """Which trained scorer a suite metric of this run used: the digests of its weights where the
+        manifest records them (two runs sharing one trained scorer may pool), else the run itself."""
+        entry = section(section(self.manifest, "metrics"), family)
+        digests = sorted(str(w.get("sha256")) for w in entry.get("weights") or []
+                         if isinstance(w, Mapping) and w.get("sha256"))
+        return "weights:" + ",".join(d[:12] for d in digests) if digests else "run:" + self.run_id
+
+    @property
     def dataset_name(self) -> str:
         ds = section(self.manifest, "dataset")
         if ds.get("name"):
@@ -126,23 +140,63 @@ def merge(runs: list[Run]) -> Bundle:
     frames = []
     hardware: dict[str, Mapping[str, Any]] = {}
     notes: list[str] = []
+    scorers: dict[str, list[str]] = {}   # scorer id -> run ids using it
     for run in runs:
         notes.extend(run.notes)
         df = run.results.copy()
         if len(df):
             missing = df["hardware"].isna() | (df["hardware"] == "")
             df.loc[missing, "hardware"] = run.hardware_id
+        df["budget"] = run.budget
+        df["scorer"] = ""
+        if len(df):
+            unpublished = ~df["published"].astype(bool)
+            for family in df.loc[unpublished, "family"].unique():
+                sid = f"{family}|{run.scorer_id(str(family))}"
+                df.loc[unpublished & (df["family"] == family), "scorer"] = sid
+                scorers.setdefault(sid, []).append(run.run_id)
         frames.append(df)
         hardware.setdefault(run.hardware_id, run.hardware)
+        notes.extend(_version_notes(run))
     results = pd.concat(frames, ignore_index=True) if frames else to_frame([])
+    if len(results):
+        labels = {sid: "scorer of run" + ("s " if len(ids) > 1 else " ") + ", ".join(dict.fromkeys(ids))
+                  for sid, ids in scorers.items()}
+        results["scorer_label"] = results["scorer"].map(lambda s: labels.get(s, ""))
     datasets = sorted({r.dataset_name for r in runs})
     if len(datasets) > 1:
         notes.append("runs of different datasets are merged (" + ", ".join(datasets)
-                     + "): per-method numbers mix datasets")
+                     + "): each dataset gets its own columns")
+    budgets = sorted({r.budget for r in runs if r.budget})
+    if len(budgets) > 1:
+        notes.append("runs with different training budgets are merged (" + ", ".join(budgets)
+                     + "): each budget gets its own columns")
+    commits = sorted({str((section(r.manifest, "git")).get("commit") or "unknown")[:10] for r in runs})
+    if len(commits) > 1:
+        notes.append("the runs were made at different commits (" + ", ".join(commits) + ")")
     ids = [r.run_id for r in runs]
     if len(set(ids)) != len(ids):
         notes.append("the same run id appears more than once: " + ", ".join(sorted(set(ids))))
     return Bundle(tuple(runs), results, hardware, tuple(notes))
+
+
+def _version_notes(run: Run) -> list[str]:
+    """A run whose rows were made by several code versions says so (a resume after a pull)."""
+    df = run.results
+    if not len(df) or "versions" not in df.columns:
+        return []
+    out = []
+    commits = [str(c) for c in df["commit"].unique() if str(c)]
+    if len(commits) > 1:
+        counts = df["commit"].value_counts()
+        out.append(f"run {run.run_id}: rows were made at {len(commits)} commits ("
+                   + ", ".join(f"{str(c)[:10]}: {int(counts[c])} rows" for c in commits) + ")")
+    per_method = df.groupby("method")["versions"].nunique()
+    mixed = [str(m) for m, n in per_method.items() if n > 1]
+    if mixed:
+        out.append(f"run {run.run_id}: rows of {', '.join(mixed)} were made under different method / metric / "
+                   "stage versions (a resume recomputes such parts; these are from an older talkbench)")
+    return out
 
 
 def load_bundle(run_dirs: list[Path]) -> Bundle:

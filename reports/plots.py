@@ -8,6 +8,7 @@ from typing import Any, Mapping, Sequence
 
 from reports.charts import (Bar, Chart, Group, Point, Series, bar_chart, box_chart, line_chart,
                             scatter_chart, series_class)
+from reports.flags import chart_notes, display_name
 from reports.format import fmt_number
 from reports.load import Bundle, section
 from reports.stats import all_inf, summarise
@@ -35,8 +36,18 @@ def _axis_label(col: Column) -> str:
     return f"{col.title}{arrow}{unit}"
 
 
-def metric_bars(table: Table) -> list[Chart]:
-    """One bar chart per column: mean per method with its 95% CI as error bar."""
+def _with_notes(chart: Chart, methods: Sequence[str], flags: Mapping[str, Any]) -> Chart:
+    """The chart with one note per flagged (degenerate) method it draws."""
+    from dataclasses import replace
+
+    notes = chart_notes(methods, flags)
+    return replace(chart, notes=chart.notes + notes) if notes else chart
+
+
+def metric_bars(table: Table, flags: Mapping[str, Any] | None = None) -> list[Chart]:
+    """One bar chart per column: mean per method with its 95% CI as error bar; degenerate methods
+    carry the warning sign and their reason under the chart."""
+    flags = flags or {}
     classes = _method_classes([r.method for r in table.rows])
     charts = []
     for j, col in enumerate(table.columns):
@@ -44,17 +55,20 @@ def metric_bars(table: Table) -> list[Chart]:
         for row in table.rows:
             cell = row.cells[j]
             s = cell.summary
+            name = display_name(row.method, flags)
             if s is None:
-                bars.append(Bar(row.method, math.nan, cls=classes[row.method], tooltip=cell.text))
+                bars.append(Bar(name, math.nan, cls=classes[row.method], tooltip=cell.text))
                 continue
             mean = math.inf if all_inf(s) else s.mean
-            bars.append(Bar(row.method, mean, s.ci_low, s.ci_high, classes[row.method], cell.tooltip))
+            bars.append(Bar(name, mean, s.ci_low, s.ci_high, classes[row.method], cell.tooltip))
         if not any(math.isfinite(b.mean) for b in bars):
             continue  # nothing to draw to scale (no values, or only 'identical (inf)')
         title = col.title + (f" @ {col.hardware_label}" if col.hardware else "")
-        caption = "mean per method; error bars: 95% CI of the mean" + (
-            "; suite scorer, not the published metric" if not col.published else "")
-        charts.append(bar_chart(title, bars, _axis_label(col), caption))
+        caption = ("mean per method" + (" of the magnitude" if col.signed else "")
+                   + "; error bars: 95% CI of the mean"
+                   + ("; suite scorer, not the published metric" if not col.published else ""))
+        charts.append(_with_notes(bar_chart(title, bars, _axis_label(col), caption),
+                                  [r.method for r in table.rows], flags))
     return charts
 
 
@@ -66,8 +80,10 @@ def _quality_column(table: Table, family: str) -> int | None:
     return None
 
 
-def quality_vs_speed(table: Table, pr, bundle: Bundle, max_charts: int = 2) -> list[Chart]:
+def quality_vs_speed(table: Table, pr, bundle: Bundle, max_charts: int = 2,
+                     flags: Mapping[str, Any] | None = None) -> list[Chart]:
     """Quality (first sync metric, first image metric) against fps, one colour per machine."""
+    flags = flags or {}
     speed_cols = [j for j, c in enumerate(table.columns) if is_speed(c.family)]
     if not speed_cols:
         return []
@@ -90,17 +106,20 @@ def quality_vs_speed(table: Table, pr, bundle: Bundle, max_charts: int = 2) -> l
             for hw, sub in speed.groupby("hw_key", sort=False):
                 s = summarise(sub["value"].astype(float).tolist())
                 label = bundle.hardware_label(str(hw))
-                points.append(Point(s.mean, q.mean, row.method, label,
+                points.append(Point(s.mean, q.mean, display_name(row.method, flags), label,
                                     f"{row.method} on {label}: {fmt_number(s.mean)} frames/s, "
                                     f"{qcol.title} {fmt_number(q.mean)}"))
         if points:
-            charts.append(scatter_chart(f"{qcol.title} vs speed", points, "frames per second (log scale)",
-                                        _axis_label(qcol), "one colour per machine; each point is a method"))
+            chart = scatter_chart(f"{qcol.title} vs speed", points, "frames per second (log scale)",
+                                  _axis_label(qcol), "one colour per machine; each point is a method")
+            charts.append(_with_notes(chart, [r.method for r in table.rows], flags))
     return charts
 
 
-def distributions(table: Table, pr) -> list[Chart]:
-    """Per-clip values per method (box + every clip as a point; hover shows the clip)."""
+def distributions(table: Table, pr, flags: Mapping[str, Any] | None = None) -> list[Chart]:
+    """Per-clip values per method (box + every clip as a point; hover shows the clip). Signed
+    values are drawn with their sign: the distribution is what their summary cell cannot show."""
+    flags = flags or {}
     methods = [r.method for r in table.rows]
     classes = _method_classes(methods)
     charts = []
@@ -114,11 +133,14 @@ def distributions(table: Table, pr) -> list[Chart]:
                 continue
             values = rows["value"].to_numpy(dtype=float)
             tips = _ClipTips(rows["clip_id"].to_numpy(dtype=object), rows["audio_clip"].to_numpy(dtype=object), values)
-            groups.append(Group(m, values, tips, classes[m]))
+            groups.append(Group(display_name(m, flags), values, tips, classes[m]))
         if not groups or max(len(g.values) for g in groups) < 2:
             continue
-        title = col.title + (f" @ {col.hardware_label}" if col.hardware else "") + " per clip"
-        charts.append(box_chart(title, groups, _axis_label(col), "box: quartiles, whiskers 1.5 IQR; dots: clips"))
+        name = col.title.replace(f"|{col.metric}|", f"{col.metric} (signed)") if col.signed else col.title
+        title = name + (f" @ {col.hardware_label}" if col.hardware else "") + " per clip"
+        axis = _axis_label(col).replace(f"|{col.metric}|", col.metric) if col.signed else _axis_label(col)
+        chart = box_chart(title, groups, axis, "box: quartiles, whiskers 1.5 IQR; dots: clips")
+        charts.append(_with_notes(chart, methods, flags))
     return charts
 
 
@@ -198,7 +220,8 @@ def sync_curve_rows(df):
     return df[has & df["family"].isin(list(SYNC_CURVE_FAMILIES))]
 
 
-def sync_curve(df, clip_request: str | None = None) -> tuple[Chart | None, str]:
+def sync_curve(df, clip_request: str | None = None,
+               flags: Mapping[str, Any] | None = None) -> tuple[Chart | None, str]:
     """The 31-value sync distance curve of every method for one request (the best-covered one).
 
     Returns (chart, request id). The curve index i is the audio shift i - 15 frames; LSE-D is its
@@ -214,7 +237,11 @@ def sync_curve(df, clip_request: str | None = None) -> tuple[Chart | None, str]:
         kinds = rows.drop_duplicates("request_id").set_index("request_id")["kind"]
         order = sorted(counts.index, key=lambda r: (-int(counts[r]), kinds[r] != "self", str(r)))
         clip_request = str(order[0])
-    sel = rows[rows["request_id"] == clip_request].drop_duplicates("method")
+    sel = rows[rows["request_id"] == clip_request]
+    if len(sel) and not bool(sel["published"].all()):
+        # a suite-trained scorer is its run's own: curves of different runs' scorers are not drawn together
+        sel = sel[sel["run_id"] == sel["run_id"].iloc[0]]
+    sel = sel.drop_duplicates("method")
     methods = method_order(list(sel["method"]))
     classes = _method_classes(methods)
     series = []
@@ -224,7 +251,8 @@ def sync_curve(df, clip_request: str | None = None) -> tuple[Chart | None, str]:
         if not curve:
             continue
         half = (len(curve) - 1) // 2
-        series.append(Series(m, tuple(float(i - half) for i in range(len(curve))), tuple(curve), classes[m]))
+        series.append(Series(display_name(m, flags or {}), tuple(float(i - half) for i in range(len(curve))),
+                             tuple(curve), classes[m]))
     if not series:
         return None, ""
     first = sel.iloc[0]
@@ -233,7 +261,8 @@ def sync_curve(df, clip_request: str | None = None) -> tuple[Chart | None, str]:
     title = f"Sync distance curve ({fam})"
     caption = (f"request {clip_request} - clip {clip}" + (f", audio of {audio}" if audio != clip else "")
                + "; mean SyncNet distance per audio shift; LSE-D = minimum, AV offset = -(shift at minimum)")
-    return line_chart(title, series, "audio shift (frames)", "mean distance", caption, mark_min=True), clip_request
+    chart = line_chart(title, series, "audio shift (frames)", "mean distance", caption, mark_min=True)
+    return _with_notes(chart, methods, flags or {}), clip_request
 
 
 def hardware_labels(bundle: Bundle) -> dict[str, str]:

@@ -71,3 +71,28 @@ def test_write_is_atomic_no_partial_file_on_failure(tmp_path, monkeypatch):
         write_parquet(target, to_frame([_row(value=1.0)]))
     assert target.read_bytes() == before
     assert [p.name for p in tmp_path.iterdir()] == ["r.parquet"]
+
+
+def test_rows_carry_commit_and_versions_and_parts_keep_them_in_the_footer(tmp_path):
+    from bench.results import part_versions
+
+    versions = '{"method":"m@2#ab","metrics":{},"stages":{}}'
+    df = to_frame([_row(commit="c" * 40, versions=versions), _row(metric="PSNR", commit="c" * 40, versions=versions)])
+    write_parquet(tmp_path / "p.parquet", df)
+    assert part_versions(tmp_path / "p.parquet") == ("c" * 40, versions)
+    back = read_parquet(tmp_path / "p.parquet")
+    assert list(back.commit) == ["c" * 40] * 2 and list(back.versions) == [versions] * 2
+    write_parquet(tmp_path / "empty.parquet", to_frame([]))
+    assert part_versions(tmp_path / "empty.parquet") == ("", "")
+    assert part_versions(tmp_path / "missing.parquet") is None
+    with pytest.raises(SchemaError):
+        _row(versions="not json")
+
+
+def test_schema_1_files_are_read_with_empty_versions(tmp_path):
+    df = to_frame([_row()]).drop(columns=["commit", "versions"])
+    table = pa.Table.from_pandas(df, preserve_index=False)
+    table = table.replace_schema_metadata({b"talkbench_schema_version": b"1"})
+    pq.write_table(table, tmp_path / "old.parquet")
+    back = read_parquet(tmp_path / "old.parquet")
+    assert list(back.columns) == list(COLUMNS) and back.commit.iloc[0] == "" and back.versions.iloc[0] == "{}"

@@ -92,9 +92,18 @@ def test_frozen_psnr_equals_direct_computation(baseline_run):
 
 def test_manifest_records_what_makes_the_run_reproducible(baseline_run):
     m = json.loads((baseline_run.run_dir / "manifest.json").read_text())
-    assert m["schema_version"] == 1 and m["status"] == "complete" and m["invocations"] == 1
+    assert m["schema_version"] == 2 and m["status"] == "complete" and m["invocations"] == 1
     assert m["config"]["dataset"] == "demo" and m["config"]["seed"] == 0 and m["seed"] == 0
     assert len(m["git"]["commit"] or "") == 40
+    assert [h["invocation"] for h in m["history"]] == [1] and m["history"][0]["git"] == m["git"]
+    # the stages the run read, with their code versions and settings
+    assert {"normalise", "faces"} <= set(m["stages"])
+    assert m["stages"]["normalise"]["version"] == "2" and isinstance(m["stages"]["faces"]["config"], dict)
+    versions = json.loads(m["versions"]["frozen"])
+    assert versions["method"].startswith("frozen@") and set(versions["metrics"]) == set(FAST_METRICS)
+    df = load_run(baseline_run.run_dir)
+    assert set(df[df.method == "frozen"].versions) == {m["versions"]["frozen"]}
+    assert set(df.commit) == {m["git"]["commit"] + ("+dirty" if m["git"]["dirty"] else "")}
     assert m["packages"]["torch"].startswith("2.") and "numpy" in m["packages"]
     hw = m["hardware"]
     assert hw["cpu_cores"] >= 1 and hw["cpu_model"] and "gpu" in hw and hw["torch"] and "cuda" in hw
@@ -277,3 +286,58 @@ def test_killed_run_resumes_without_redoing_finished_work(tmp_path):
     b = load_run(next((tmp_path / "clean").iterdir())).sort_values(["method", "request_id", "metric"]).reset_index(drop=True)
     assert len(a) == len(b) and len(a) > 0
     pd.testing.assert_frame_equal(a.drop(columns=["extra"]), b.drop(columns=["extra"]))
+
+
+# ------------------------------------------------------------------------------------------ versions
+
+
+def test_resume_under_other_versions_recomputes_what_changed_and_tracks_commits(tmp_path, noisy_method,
+                                                                                 monkeypatch):
+    """Rows carry the versions that made them; a rerun after a (simulated) pull recomputes the parts
+    whose method or metric version changed, and the manifest names every invocation's commit."""
+    import dataclasses
+
+    import bench.manifest as mf
+    from metrics.base import MetricSpec
+    from metrics.image import PSNRMetric
+
+    cfg = _config(tmp_path, methods=("noisy", "frozen"), metrics=("psnr",))
+    first = run(cfg, progress=Progress.off())
+    rows1 = load_run(first.run_dir)
+    assert len(noisy_method) == 2
+    parts = sorted((first.run_dir / "parts").glob("*/*.parquet"))
+    mtimes = {p: p.stat().st_mtime_ns for p in parts}
+
+    # 1. only the commit moves: nothing is recomputed, the manifest names the new commit and keeps both
+    monkeypatch.setattr(mf, "git_info", lambda start=None: {"commit": "f" * 40, "dirty": False})
+    again = run(cfg, progress=Progress.off())
+    assert len(parts) == 4 and again.done == 0 and again.skipped == 4
+    assert all(p.stat().st_mtime_ns == t for p, t in mtimes.items())
+    m = json.loads((first.run_dir / "manifest.json").read_text())
+    assert m["git"]["commit"] == "f" * 40 and m["invocations"] == 2
+    assert [h["git"]["commit"] for h in m["history"]] == [rows1.commit.iloc[0].removesuffix("+dirty"), "f" * 40]
+
+    # 2. the method's version changes: its parts are regenerated and restamped, frozen's stay
+    monkeypatch.setattr(Noisy, "spec", dataclasses.replace(Noisy.spec, version="2"))
+    third = run(cfg, progress=Progress.off())
+    assert third.done == 2 and third.skipped == 2 and len(noisy_method) == 4
+    rows3 = load_run(first.run_dir)
+    noisy_versions = {json.loads(v)["method"] for v in rows3[rows3.method == "noisy"].versions}
+    assert len(noisy_versions) == 1 and next(iter(noisy_versions)).startswith("noisy@2#")
+    assert set(rows3[rows3.method == "noisy"].commit) == {"f" * 40}
+    for p in parts:
+        assert (p.stat().st_mtime_ns == mtimes[p]) == (p.parent.name == "frozen"), p
+
+    # 3. a metric's version changes: every part is rescored, the videos come from the cache
+    versioned = dataclasses.make_dataclass("VersionedSpec", [("version", str, "7")], bases=(MetricSpec,),
+                                           frozen=True)
+    spec = PSNRMetric.spec
+    monkeypatch.setattr(PSNRMetric, "spec", versioned(**{f.name: getattr(spec, f.name)
+                                                         for f in dataclasses.fields(spec)}))
+    fourth = run(cfg, progress=Progress.off())
+    assert fourth.done == 4 and len(noisy_method) == 4
+    rows4 = load_run(first.run_dir)
+    assert {json.loads(v)["metrics"]["psnr"].split("#")[0] for v in rows4.versions} == {"7"}
+    assert len(rows4) == len(rows1), "recomputed parts replace their rows, never add to them"
+    m = json.loads((first.run_dir / "manifest.json").read_text())
+    assert m["invocations"] == 4 and len(m["versions_seen"]) == 3

@@ -32,7 +32,7 @@ def cmlr_sized_results(n_requests: int = 20_418, seed: int = 0):
         "family": np.tile([v[1] for v in VALUES], n_requests * len(METHODS)),
         "value": rng.normal(5.0, 1.0, n), "status": "ok", "reason": "", "unit": "",
         "better": np.tile([v[2] for v in VALUES], n_requests * len(METHODS)), "published": True,
-        "n_frames": 50, "hardware": "hw", "extra": "{}",
+        "n_frames": 50, "hardware": "hw", "extra": "{}", "commit": "", "versions": "{}",
     }
     df = pd.DataFrame(cols)[list(COLUMNS)]
     for c in COLUMNS:

@@ -115,3 +115,28 @@ def test_breakdown_shares_sum_to_one():
     br = stage_breakdown({"a": 1.0, "b": 3.0}, 8)
     assert sum(v["share"] for v in br.values()) == pytest.approx(1.0)
     assert br["b"]["fps"] == pytest.approx(8 / 3)
+
+
+def test_fps_rows_carry_the_load_measured_around_generate_and_warn_when_busy(tmp_path, monkeypatch):
+    from bench import hardware
+    from metrics.fps import attach_load, machine_load
+
+    monkeypatch.setattr(hardware, "cores", lambda: 2)
+    metric = FPS(FPSConfig(), MetricContext(tmp_path, Cache(tmp_path / "c"), Progress.off()))
+    quiet = _sample(10, {"model": 1.0})
+    attach_load(quiet, {"load1_before": 0.4, "load1_after": 1.9, "cores": 2, "measured": "around generate"})
+    load = metric.score(quiet)["fps"].extra["load"]
+    assert load["busy"] is False and "warning" not in load and load["load1_after"] == 1.9
+    assert load["measured"] == "around generate"
+    busy = _sample(10, {"model": 1.0})
+    attach_load(busy, {"load1_before": 7.9, "load1_after": 8.2, "cores": 2})
+    load = metric.score(busy)["fps"].extra["load"]
+    assert load["busy"] is True and "load average 8.20 on 2 cores" in load["warning"]
+    # without a measurement from the runner: the load now, said to be read at scoring time
+    monkeypatch.setattr(fps_mod.os, "getloadavg", lambda: (3.0, 1.0, 1.0))
+    load = metric.score(_sample(10, {"model": 1.0}))["fps"].extra["load"]
+    assert load["measured"] == "at scoring time" and load["busy"] is True and load["load1_before"] == 3.0
+    assert machine_load(None, None, 2)["busy"] is None
+    # the threshold is the metric's setting
+    assert machine_load(2.4, None, 2, busy_per_core=1.25)["busy"] is False
+    assert machine_load(2.6, None, 2, busy_per_core=1.25)["busy"] is True

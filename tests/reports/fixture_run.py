@@ -2,8 +2,11 @@
 
 It follows bench/layout.py and bench/results.py exactly, but computes its own numbers so that it
 runs in seconds and covers what the baselines alone cannot: a method with real, finite PSNR/SSIM and
-a measured speed (`blur`: the ground truth through a Gaussian blur, timed), an unavailable metric
-with its reason, a cross-driven request, and a clip whose name is markup (`XSS_CLIP`).
+a measured speed (`blur`: the ground truth through a Gaussian blur, timed), a degenerate method
+(`grey`: the ground truth with a constant grey rectangle over the face, the fastest "method" of all),
+an unavailable metric with its reason, a cross-driven request, and a clip whose name is markup
+(`XSS_CLIP`). Every video also gets the real `output_check` metric (metrics/output_check.py), as a run
+of the runner would.
 
 PSNR here is over the whole clip (one MSE of all pixels, data range 255); SSIM is skimage's
 structural_similarity on every 10th frame (RGB, data range 255), averaged. These are the fixture's
@@ -48,6 +51,35 @@ def _blur(frames: np.ndarray) -> tuple[np.ndarray, float]:
     t0 = time.perf_counter()
     out = np.stack([cv2.GaussianBlur(f, (0, 0), 2.0) for f in frames])
     return out, time.perf_counter() - t0
+
+
+def _grey(frames: np.ndarray, boxes: np.ndarray) -> tuple[np.ndarray, float]:
+    """A constant grey rectangle over the face box (grown by 20%: a pasted crop covers more than
+    the face), timed like a method's compute."""
+    out = frames.copy()
+    h, w = frames.shape[1:3]
+    t0 = time.perf_counter()
+    for i, b in enumerate(boxes[: len(frames)]):
+        if not np.all(np.isfinite(b)):
+            continue
+        gx, gy = 0.2 * (b[2] - b[0]), 0.2 * (b[3] - b[1])
+        x1, y1 = max(int(b[0] - gx), 0), max(int(b[1] - gy), 0)
+        x2, y2 = min(int(b[2] + gx) + 1, w), min(int(b[3] + gy) + 1, h)
+        out[i, y1:y2, x1:x2] = 128
+    return out, time.perf_counter() - t0
+
+
+def _output_check(generated: np.ndarray, prepared, cache_dir: Path) -> dict:
+    """The real output_check metric on one video: {value name: Score}."""
+    from bench.cache import Cache
+    from bench.progress import Progress
+    from metrics.base import MetricContext, Sample
+    from metrics.output_check import OutputCheck, OutputCheckConfig
+
+    n = len(generated)
+    sample = Sample("check", "self", generated, None, np.zeros(n * 640, np.float32), prepared)
+    ctx = MetricContext(cache_dir, Cache(cache_dir), Progress.off())
+    return OutputCheck(OutputCheckConfig(), ctx).score(sample)
 
 
 def _mouth_boxes(prepared, indices: list[int]) -> dict[str, list[float]]:
@@ -129,7 +161,9 @@ def build(root: Path, cache_dir: Path) -> Path:
         info = {"request_id": rid, "kind": kind, "clip_id": target, "audio_clip": audio_clip,
                 "mouth_boxes": _mouth_boxes(clips[target], indices)}
         blurred, seconds = _blur(gt)
-        generated = {"frozen": np.repeat(gt[:1], n, axis=0), "blur": blurred}
+        greyed, grey_seconds = _grey(gt, clips[target].stage("faces").array("boxes"))
+        generated = {"frozen": np.repeat(gt[:1], n, axis=0), "blur": blurred, "grey": greyed}
+        timed = {"blur": seconds, "grey": grey_seconds}
         if kind == "self":
             generated = {"reference": gt, **generated}
             _write_sample(layout.samples(GROUND_TRUTH, rid), gt, audio, indices, {**info, "method": GROUND_TRUTH})
@@ -139,17 +173,21 @@ def build(root: Path, cache_dir: Path) -> Path:
                 add(b, "PSNR", "psnr", _psnr(out, gt), unit="dB", n=n)
                 add(b, "SSIM", "ssim", _ssim(out, gt), n=n)
             sync_unavailable(b)
-            if method == "blur":
-                add(b, "fps", "fps", n / seconds, unit="frames/s", n=n,
-                    extra={"stages": {"model": seconds}, "frames": n})
+            if method in timed:
+                add(b, "fps", "fps", n / timed[method], unit="frames/s", n=n,
+                    extra={"stages": {"model": timed[method]}, "frames": n})
             else:
                 add(b, "fps", "fps", math.nan, "not_applicable", "method reported no timings", "frames/s", n=n)
+            for name, score in _output_check(out, clips[target], Path(cache_dir)).items():
+                add(b, name, "output_check", score.value, score.status, score.reason, better="", n=n,
+                    extra=dict(score.extra))
             _write_sample(layout.samples(method, rid), out, audio, indices, {**info, "method": method})
 
     df = to_frame(rows)
     write_parquet(layout.results_parquet, df)
     write_csv(layout.results_csv, df)
-    m = mf.new(RUN_ID, ["bench", "run", "--dataset", "demo"], {"dataset": "demo", "methods": ["reference", "frozen", "blur"]},
+    m = mf.new(RUN_ID, ["bench", "run", "--dataset", "demo"],
+               {"dataset": "demo", "methods": ["reference", "frozen", "blur", "grey", "nerf_head"]},
                0, hw, package_versions())
     m.update(status="complete", finished=mf.now_iso(), phases={"prepare": 1.0, "generate": 1.0, "score": 1.0})
     m["dataset"] = {"name": "demo", "description": "fixture: two test clips of the demo video", "clips": 2,
@@ -162,9 +200,16 @@ def build(root: Path, cache_dir: Path) -> Path:
             **spec, "kind": "baseline", "per_subject_data": "one frame", "description": "first frame repeated"}},
         "blur": {"available": True, "reason": "", "config": {"sigma": 2.0}, "fits": [], "spec": {
             **spec, "kind": "2d", "per_subject_data": "the video itself", "description": "ground truth blurred"}},
+        "grey": {"available": True, "reason": "", "config": {}, "fits": [], "spec": {
+            **spec, "kind": "2d", "per_subject_data": "the video itself",
+            "description": "ground truth with a grey rectangle over the face (a broken output)"}},
+        "nerf_head": {"available": False, "reason": "not implemented yet", "config": {}, "fits": [], "spec": {
+            **spec, "kind": "3d", "fit_scope": "subject", "per_subject_data": "3-5 min video of the person",
+            "description": "person-specific NeRF head"}},
     }
     m["metrics"] = {"lse": {"available": False, "reason": SYNC_REASON, "published": True, "values": []},
-                    "psnr": {"available": True, "reason": "", "published": True, "values": []}}
+                    "psnr": {"available": True, "reason": "", "published": True, "values": []},
+                    "output_check": {"available": True, "reason": "", "published": True, "values": []}}
     mf.write(layout.manifest, m)
     return layout.root
 

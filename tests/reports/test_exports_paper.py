@@ -92,6 +92,10 @@ def test_paper_table_takes_cross_pairs_for_methods_and_own_audio_for_real_videos
     assert suite["wav2lip"].protocol == "cross-driven pairs"
     plain = paper_plain(pt)
     assert plain.rows[0][:3] == ("Wav2Lip", "6.386", "7.789")
-    assert plain.rows[0][3].endswith("(values from REFERENCE.md, verify against the paper)")
+    # the citation names the row's own source and the data file shipped with the package
+    assert "Table 1 (LRS2)" in plain.rows[0][3] and "https://arxiv.org/abs/2008.10010" in plain.rows[0][3]
+    assert plain.rows[0][3].endswith("(not checked against the source yet; as transcribed in "
+                                     "reports/published/wav2lip_lrs2.csv)")
+    assert "REFERENCE.md" not in " ".join(" ".join(r) for r in plain.rows)
     assert any(r[0] == "wav2lip (this suite)" and r[1].startswith("6.500") for r in plain.rows)
     assert not math.isnan(pt.suite[0].cells[0].summary.mean)
