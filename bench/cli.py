@@ -204,7 +204,7 @@ def cmd_prepare(args: argparse.Namespace) -> int:
     progress = Progress(args.progress)
     dataset = load(args.dataset, dataset_options(args.limit, args.subjects, args.test_seconds, args.pairs))
     clips = list(dataset.clips) if args.split == "all" else list(dataset.split(args.split))
-    recipe = Recipe(Cache(), progress)
+    recipe = Recipe(Cache(), progress, clips=dataset.clips)  # every clip: subject stages see the subject's train clips
     if args.stages:
         stages = list(args.stages)
     else:

@@ -85,6 +85,9 @@ class Sample:
     timings: Mapping[str, float] = field(default_factory=dict)
     fps: int = 25
     sample_rate: int = 16000
+    # The file metrics that score files (LSE) read: the mp4 delivered for the generated video, or the
+    # real video's own file (metrics.sync.delivery); None outside the runner.
+    video_file: Path | None = None
     # Per-sample results several metrics share (see `generated_faces`); not part of its identity.
     memo: dict[Any, Any] = field(default_factory=dict, compare=False, repr=False)
 
@@ -107,7 +110,9 @@ def generated_faces(sample: Sample, progress: "Progress | None" = None) -> Any:
     if "faces" not in sample.memo:
         from data_recipes.faces import detect
 
-        sample.memo["faces"] = detect(sample.generated, faces_config(sample), progress)
+        # the target's recipe holds the run's landmarker: built once, not once per sample
+        models = getattr(getattr(sample.target, "recipe", None), "models", None)
+        sample.memo["faces"] = detect(sample.generated, faces_config(sample), progress, models=models)
     return sample.memo["faces"]
 
 

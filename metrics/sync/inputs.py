@@ -7,15 +7,24 @@ files back with `cv2.imread` (BGR), then `cv2.resize(img, (224, 224))` (bilinear
 `ffmpeg ... -ac 1 -acodec pcm_s16le -ar 16000` and goes unscaled into the MFCC. Skipping the JPEG
 step moves LSE-D by more than 2 on real clips, so it is always applied here.
 
-We feed ffmpeg raw RGB frames (rawvideo over a pipe) at 25 fps and ask for yuvj420p, the full-range
-4:2:0 layout ffmpeg picks when it converts a usual yuv420p video to JPEG; the binary is the static
-ffmpeg bundled by imageio-ffmpeg, called with argument lists only.
+The metric scores files (`official_inputs`): the JPEGs come straight from the video file and the
+audio is `ffmpeg -async 1 -ac 1 -vn -acodec pcm_s16le -ar 16000` read back with scipy's wavfile, as
+in the original. `write_jpegs` (frames piped as rawvideo RGB, asked for yuvj420p) remains for the
+suite's own scorer and for tests; it is not the official path (decoding to RGB and back moves
+LSE-D by about 0.7 on real clips).
+
+The ffmpeg binary is chosen explicitly: `$TALKBENCH_FFMPEG` when set (a path to an ffmpeg
+executable), otherwise the static build bundled by imageio-ffmpeg; `ffmpeg_info()` gives its path
+and version for the manifest. Its MJPEG and resampling output differs between versions (see
+docs/metrics_sync.md for the measured spread). Always called with argument lists.
 """
 
 from __future__ import annotations
 
+import functools
 import subprocess
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Sequence
 
@@ -30,10 +39,89 @@ class FFmpegError(RuntimeError):
     """The bundled ffmpeg failed; the message carries its stderr."""
 
 
+FFMPEG_ENV = "TALKBENCH_FFMPEG"
+WAV_NAME = "audio.wav"
+
+
 def ffmpeg_exe() -> str:
+    """The ffmpeg used for every LSE file step: $TALKBENCH_FFMPEG, else imageio-ffmpeg's bundled build."""
+    import os
+
+    chosen = os.environ.get(FFMPEG_ENV, "").strip()
+    if chosen:
+        path = Path(chosen).expanduser()
+        if not path.is_file() or not os.access(path, os.X_OK):
+            raise FFmpegError(f"{FFMPEG_ENV}={chosen} is not an executable file")
+        return str(path)
     import imageio_ffmpeg
 
     return imageio_ffmpeg.get_ffmpeg_exe()
+
+
+@functools.lru_cache(maxsize=8)
+def _version_of(path: str, size: int, mtime_ns: int) -> str:
+    done = subprocess.run([path, "-hide_banner", "-version"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    first = done.stdout.decode(errors="replace").splitlines()[:1]
+    words = first[0].split() if first else []
+    # "ffmpeg version <version> Copyright ..."
+    return words[2] if len(words) > 2 and words[:2] == ["ffmpeg", "version"] else (first[0] if first else "unknown")
+
+
+def ffmpeg_info() -> dict[str, str]:
+    """{"path", "version", "source"} of the ffmpeg the LSE file steps use (for manifests and --json)."""
+    import os
+
+    path = ffmpeg_exe()
+    st = Path(path).stat()
+    source = f"${FFMPEG_ENV}" if os.environ.get(FFMPEG_ENV, "").strip() else "bundled (imageio-ffmpeg)"
+    return {"path": path, "version": _version_of(path, st.st_size, st.st_mtime_ns), "source": source}
+
+
+def run_ffmpeg(args: Sequence[str]) -> None:
+    """Run the chosen ffmpeg with `args` (after the global options); FFmpegError with its stderr."""
+    cmd = [ffmpeg_exe(), "-hide_banner", "-loglevel", "error", "-nostdin", *args]
+    done = subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    if done.returncode != 0:
+        raise FFmpegError(f"ffmpeg exited with {done.returncode}: {done.stderr.decode(errors='replace').strip()}")
+
+
+def extract_audio(media: Path, wav: Path) -> Path:
+    """syncnet_python's audio step: `ffmpeg -y -i <media> -async 1 -ac 1 -vn -acodec pcm_s16le -ar 16000 <wav>`."""
+    run_ffmpeg(["-y", "-i", str(media), "-async", "1", "-ac", "1", "-vn", "-acodec", "pcm_s16le",
+                "-ar", str(lse.SAMPLE_RATE), str(wav)])
+    return wav
+
+
+def read_wav(wav: Path) -> np.ndarray:
+    """scipy.io.wavfile.read, as the original: int16 mono samples at 16 kHz (anything else is an error)."""
+    from scipy.io import wavfile
+
+    rate, samples = wavfile.read(str(wav))
+    if rate != lse.SAMPLE_RATE or samples.dtype != np.int16 or samples.ndim != 1:
+        raise FFmpegError(f"{wav}: expected 16 kHz mono int16, got {rate} Hz {samples.dtype} {samples.shape}")
+    return samples
+
+
+@dataclass(frozen=True)
+class OfficialInputs:
+    """What syncnet_python's evaluate() has in hand for one file: sorted JPEG paths and int16 audio."""
+
+    jpegs: list[Path]
+    pcm: np.ndarray
+
+
+def official_inputs(video: Path, folder: Path, audio: Path | None = None) -> OfficialInputs:
+    """The original's two file conversions of `video` (audio from `audio` when given, else from the
+    video's own track): `ffmpeg -y -i <video> -threads 1 -f image2 %06d.jpg` and the wav step."""
+    folder = Path(folder)
+    video = Path(video)
+    if not video.is_file():
+        raise FFmpegError(f"{video}: file not found")
+    jpegs = write_video_jpegs(video, folder / "jpg")
+    if not jpegs:
+        raise FFmpegError(f"{video}: ffmpeg wrote no JPEG frames (no video stream?)")
+    pcm = read_wav(extract_audio(Path(audio) if audio is not None else video, folder / WAV_NAME))
+    return OfficialInputs(jpegs, pcm)
 
 
 def pcm16(audio: np.ndarray) -> np.ndarray:

@@ -104,6 +104,45 @@ def feed(frames_rgb: np.ndarray, protocol: Protocol, folder: Path, options: Feed
     raise ValueError(f"unknown sync protocol {protocol!r} (lrs | tracked)")
 
 
+def default_detect_file(video: Path, progress: "Progress | None" = None) -> "FaceTrack":
+    from data_recipes.media import read_video_frames
+
+    return default_detect(read_video_frames(Path(video)), progress)
+
+
+def score_file(model: "SyncNetModel", video: Path, protocol: Protocol, options: FeedOptions = FeedOptions(),
+               audio: Path | None = None, detect: Callable[[], "FaceTrack"] | None = None,
+               progress: "Progress | None" = None) -> tuple[lse.SyncResult, dict[str, Any]]:
+    """Score a video file the way syncnet_python does (see `inputs.official_inputs`).
+
+    audio: a separate audio/video file whose audio is scored (default: the video's own track).
+    protocol "lrs": the file's JPEGs, resized to 224; "tracked": run_pipeline's crops of the file,
+    with face boxes from `detect()` (default: the suite's face backend on the decoded file).
+    Raises TooShort, tracked.NoFace, inputs.FFmpegError.
+    """
+    with tempfile.TemporaryDirectory(prefix="talkbench-sync-") as tmp:
+        got = inputs.official_inputs(Path(video), Path(tmp), audio)
+        windows = check_length(len(got.jpegs), len(got.pcm), options.min_windows)
+        info: dict[str, Any] = {"protocol": protocol, "file_frames": len(got.jpegs),
+                                "file_audio_samples": int(len(got.pcm))}
+        if protocol == "lrs":
+            frames: Any = inputs.JpegFrames(got.jpegs)
+        elif protocol == "tracked":
+            from metrics.sync import tracked
+
+            track = detect() if detect is not None else default_detect_file(Path(video), progress)
+            frames, extra = tracked.tracked_crops_from_file(Path(video), track.boxes, Path(tmp) / "tracked",
+                                                            options.emulate_codecs)
+            info.update(extra)
+        else:
+            raise ValueError(f"unknown sync protocol {protocol!r} (lrs | tracked)")
+        emb = lse.embed(model, frames, len(frames), lse.mfcc(got.pcm), len(got.pcm), options.batch_size,
+                        options.device, progress)
+    result = lse.score_embeddings(emb)
+    assert result.windows == windows
+    return result, info
+
+
 def score_video(model: "SyncNetModel", frames_rgb: np.ndarray, audio: np.ndarray, protocol: Protocol,
                 options: FeedOptions = FeedOptions(), detect: Callable[..., "FaceTrack"] | None = None,
                 progress: "Progress | None" = None,

@@ -124,15 +124,28 @@ def tracked_crops(frames_rgb: Iterable[np.ndarray], boxes_xyxy: np.ndarray, fold
     (which syncnet_python's evaluate() itself does) is applied.
     Returns the scoring frame source and info for the score's extra.
     """
-    import cv2
-
     folder = Path(folder)
     boxes, filled = fill_missing_boxes(boxes_xyxy)
     track = crop_track(boxes)
     info: dict[str, object] = {"frames_without_face": filled, "emulate_codecs": emulate_codecs,
                                "mean_crop": [float(track.x.mean()), float(track.y.mean()), float(track.s.mean())]}
     if emulate_codecs:
-        sources = _pipeline_frames(frames_rgb, len(boxes), folder)
+        paths = _crop_sources(_pipeline_frames(frames_rgb, len(boxes), folder), track, folder, True)
+    else:
+        crops = [crop_frame(f, track.s[i], track.x[i], track.y[i]) for i, f in enumerate(frames_rgb)]
+        if len(crops) != len(boxes):
+            raise ValueError(f"{len(crops)} frames for {len(boxes)} boxes")
+        paths = inputs.write_jpegs(crops, folder / "crop_jpg")
+    return inputs.JpegFrames(paths), info
+
+
+def _crop_sources(sources: list[Path], track: CropTrack, folder: Path, emulate_codecs: bool) -> list[Path]:
+    """Crop each BGR source image (JPEG / PNG file) as crop_video does; returns the scoring JPEG paths.
+
+    emulate_codecs: through run_pipeline's XVID crop video, else straight to default-quality JPEGs."""
+    import cv2
+
+    if emulate_codecs:
         avi = folder / "crop.avi"
         writer = cv2.VideoWriter(str(avi), cv2.VideoWriter_fourcc(*"XVID"), lse.FPS, (CROP_SIZE, CROP_SIZE))
         if not writer.isOpened():
@@ -143,14 +156,39 @@ def tracked_crops(frames_rgb: Iterable[np.ndarray], boxes_xyxy: np.ndarray, fold
         finally:
             writer.release()
         paths = inputs.write_video_jpegs(avi, folder / "crop_jpg")
-        if len(paths) != len(boxes):
-            raise inputs.FFmpegError(f"XVID crop video gave {len(paths)} frames for {len(boxes)}")
     else:
-        crops = [crop_frame(f, track.s[i], track.x[i], track.y[i]) for i, f in enumerate(frames_rgb)]
-        if len(crops) != len(boxes):
-            raise ValueError(f"{len(crops)} frames for {len(boxes)} boxes")
+        crops = [crop_frame(inputs.read_bgr(p), track.s[i], track.x[i], track.y[i])[..., ::-1]
+                 for i, p in enumerate(sources)]
         paths = inputs.write_jpegs(crops, folder / "crop_jpg")
-    return inputs.JpegFrames(paths), info
+    if len(paths) != len(sources):
+        raise inputs.FFmpegError(f"crop video gave {len(paths)} frames for {len(sources)}")
+    return paths
+
+
+def tracked_crops_from_file(video: Path, boxes_xyxy: np.ndarray, folder: Path,
+                            emulate_codecs: bool = True) -> tuple[inputs.JpegFrames, dict[str, object]]:
+    """`tracked_crops` for a video file, as run_pipeline reads it: `ffmpeg -i <video> -qscale:v 2 -async 1
+    -r 25 video.avi`, JPEGs at q=2, crops, XVID, default-quality JPEGs (emulate_codecs), or the file's
+    frames decoded losslessly (PNG) and cropped straight to default-quality JPEGs."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    boxes, filled = fill_missing_boxes(boxes_xyxy)
+    track = crop_track(boxes)
+    info: dict[str, object] = {"frames_without_face": filled, "emulate_codecs": emulate_codecs,
+                               "mean_crop": [float(track.x.mean()), float(track.y.mean()), float(track.s.mean())]}
+    if emulate_codecs:
+        avi = folder / "video.avi"
+        inputs.run_ffmpeg(["-y", "-i", str(video), "-qscale:v", str(PIPELINE_QSCALE), "-async", "1",
+                           "-r", str(lse.FPS), "-an", str(avi)])
+        sources = inputs.write_video_jpegs(avi, folder / "pyframes", ["-qscale:v", str(PIPELINE_QSCALE)])
+    else:
+        (folder / "png").mkdir(parents=True, exist_ok=True)
+        inputs.run_ffmpeg(["-y", "-i", str(video), "-threads", "1", "-f", "image2",
+                           str(folder / "png" / "%06d.png")])
+        sources = sorted((folder / "png").glob("*.png"))
+    if len(sources) != len(boxes):
+        raise inputs.FFmpegError(f"{video}: {len(sources)} frames for {len(boxes)} face boxes")
+    return inputs.JpegFrames(_crop_sources(sources, track, folder, emulate_codecs)), info
 
 
 def crops_in_memory(frames_rgb: Iterable[np.ndarray], boxes_xyxy: np.ndarray, emulate_codecs: bool = True) -> np.ndarray:
