@@ -149,6 +149,7 @@ def resolve_metrics(requested: Sequence[str], overrides: dict[str, dict[str, str
             continue
         spec: MetricSpec = cls.spec
         config = apply_overrides(spec.config(), overrides.get(name, {}), f"metric {name}")
+        spec = cls.spec_for(config) if hasattr(cls, "spec_for") else spec  # value names may follow the config
         out.append(Resolved(name, cls, config, cls.availability(config), spec, explicit))
     return out
 
@@ -711,7 +712,12 @@ class Runner:
         audio = driving.audio()[: n * 640]
         protocol = self.dataset.sync_protocol
         timings = {**self._request_stage_seconds(m, r.driving), **result.timings}
-        sample = Sample(r.id, r.kind, generated, gt, audio, target, protocol, timings)  # type: ignore[arg-type]
+        from metrics.sync.delivery import try_deliver  # the mp4 LSE scores, kept in the samples folder
+
+        video_file, delivered = try_deliver(self.layout.samples(m.name, r.id), generated, target, driving,
+                                            real=m.name == "reference" and r.kind == "self")
+        sample = Sample(r.id, r.kind, generated, gt, audio, target, protocol, timings,  # type: ignore[arg-type]
+                        video_file=video_file)
         _attach_load(sample, result.info.get("load"))
         rows: list[ResultRow] = []
         for mm in self.metrics:
@@ -734,7 +740,7 @@ class Runner:
                 "mouth_boxes": _mouth_boxes(target, indices), "frames_without_face": result.frames_without_face,
                 "n_frames": n}
         write_samples(self.layout.samples(m.name, r.id), generated, audio, indices,
-                      {**info, "method": m.name}, self.config.preview_videos)
+                      {**info, "method": m.name, **delivered}, self.config.preview_videos)
         if gt is not None and not (self.layout.samples(GROUND_TRUTH, r.id) / "sample.json").exists():
             write_samples(self.layout.samples(GROUND_TRUTH, r.id), gt, audio, indices,
                           {**info, "method": GROUND_TRUTH}, self.config.preview_videos)

@@ -257,3 +257,13 @@ def deliver(folder: Path, frames_rgb: np.ndarray, target: "PreparedClip", drivin
         return real_video_file(folder, target, n)
     path = write_delivered(Path(folder) / DELIVERED_NAME, frames_rgb, clip_pcm16(driving, n))
     return path, {"delivered": DELIVERED_NAME, "encoding": encoding()}
+
+
+def try_deliver(folder: Path, frames_rgb: np.ndarray, target: "PreparedClip", driving: "PreparedClip",
+                real: bool = False) -> tuple[Path | None, dict[str, object]]:
+    """`deliver` for the runner: a failure never loses the request; LSE then encodes the same
+    delivered mp4 in a temporary folder itself, and the reason is kept in sample.json."""
+    try:
+        return deliver(folder, frames_rgb, target, driving, real)
+    except Exception as e:
+        return None, {"delivery_error": f"{type(e).__name__}: {e}"}
