@@ -1,10 +1,15 @@
 """Run preparation stages for many clips, in parallel, resuming from the cache.
 
 Threads, not processes: the heavy work of every stage here runs in native code that releases the
-GIL (PyAV decoding, MediaPipe's TFLite graph, OpenCV warps / GrabCut, numpy), so two threads use
-both cores without pickling recipes or loading models twice, and the `Recipe`'s per-(clip, stage)
-locks already make concurrent requests for the same entry safe. Each clip's stages run in
-dependency order in one worker; different clips run side by side.
+GIL (PyAV decoding, MediaPipe's TFLite graph, OpenCV warps / GrabCut, numpy, torch), so two threads
+use both cores without pickling recipes or loading models twice (the recipe's `ModelPool` lends
+them to the workers), and the `Recipe`'s per-(clip, stage) locks already make concurrent requests
+for the same entry safe. Each clip's stages run in dependency order in one worker; different clips
+run side by side.
+
+Torch's intra-op thread count is process-wide, so it is decided here, once, before the workers
+start (the cores split between the workers: 1 each for 2 workers on 2 cores) and restored after
+they finish; no stage changes it (`bench.threads`).
 
 Resuming: cache entries are written under a temporary name and renamed when complete, so after a
 crash every finished (clip, stage) is reused and only the unfinished ones run again. A failing clip
@@ -15,6 +20,7 @@ from __future__ import annotations
 
 import time
 import traceback
+import contextlib
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from typing import Iterator, Literal, Mapping, Sequence
@@ -98,19 +104,35 @@ def _prepare_clip(recipe: Recipe, clip: Clip, order: Sequence[str]) -> list[Stag
     return results
 
 
+def worker_threads(workers: int) -> int:
+    """Torch threads each of `workers` prepare workers gets (0 = leave torch's setting: one worker)."""
+    if workers <= 1:
+        return 0
+    import torch
+
+    from bench.threads import per_worker
+
+    return per_worker(workers, torch.get_num_threads())
+
+
 def prepare_all(recipe: Recipe, clips: Sequence[Clip], stages: Sequence[str], workers: int = 2,
-                progress: Progress | None = None) -> PrepareReport:
+                progress: Progress | None = None, threads: int | None = None) -> PrepareReport:
     """Compute (or find cached) `stages` and everything they require for every clip.
 
     workers: clips prepared at once (threads; 1 runs in the calling thread). Stage-internal
-    progress bars (frames of a clip) appear under the overall "prepare" bar.
+    progress bars (frames of a clip) appear under the overall "prepare" bar. threads: torch
+    intra-op threads while the workers run (None: `worker_threads(workers)`; 0: unchanged), set
+    before the first worker starts and restored after the last one ends.
     """
     progress = progress or Progress.off()
     order = stage_order(list(stages))
     report = PrepareReport()
     if not clips:
         return report
-    with progress.task(f"prepare {len(clips)} clips x {len(order)} stages", len(clips)) as bar:
+    workers = min(workers, len(clips))
+    threads = worker_threads(workers) if threads is None else threads
+    with _torch_threads(threads), \
+            progress.task(f"prepare {len(clips)} clips x {len(order)} stages", len(clips)) as bar:
         if workers <= 1:
             for clip in clips:
                 res = _prepare_clip(recipe, clip, order)
@@ -129,6 +151,14 @@ def prepare_all(recipe: Recipe, clips: Sequence[Clip], stages: Sequence[str], wo
                 for clip in clips:  # report in clip order, not completion order
                     report.results.extend(by_clip[clip.id])
     return report
+
+
+def _torch_threads(n: int):
+    if n <= 0:
+        return contextlib.nullcontext()
+    from bench.threads import torch_threads
+
+    return torch_threads(n)
 
 
 def _log_failures(progress: Progress, results: Sequence[StageResult]) -> None:

@@ -22,18 +22,29 @@ hard-coded, and equal 400 / 320 for every HuBERT/wav2vec2 base or large model.
 
 Weights are never downloaded (`local_files_only=True`); without the folder the stage is unavailable
 and says which files to put where.
+
+Running: the model runs on the run's device (`StageContext.device`), is loaded once per recipe
+(`StageContext.models`) and shared by every prepare worker (a module in eval mode under
+`inference_mode` keeps no state between calls). Precision follows `bench.precision` with
+`prefer_bf16=False`: GeneFace++ extracts these features in fp32 and its models are trained on them,
+so "auto" is fp32 everywhere; an explicit `precision` in the config wins (and is in the cache key).
+Torch's thread count is the prepare pool's business (`bench.threads`), never this stage's.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from bench.availability import Availability
+from bench.precision import Requested
 from bench.weights import WeightSpec
+
+if TYPE_CHECKING:
+    from bench.precision import Precision
 
 MODEL_FOLDER = "hubert-large-ls960-ft"
 CONFIG_FILE = "config.json"
@@ -60,12 +71,13 @@ class HubertConfig:
     model_dir: folder in the `facebook/hubert-large-ls960-ft` layout; None = <weights>/hubert-large-ls960-ft
         (weights folder = $TALKBENCH_WEIGHTS, see bench.paths);
     chunk_frames: output frames per forward pass (GeneFace++: 1000 = 20 s); 0 = one pass;
-    num_threads: torch intra-op threads while the model runs (0 = leave torch's setting).
+    precision: "auto" (fp32: the features GeneFace++'s models were trained on), or an explicit
+        "fp32" / "bf16" / "amp" (autocast; see `bench.precision`).
     """
 
     model_dir: str | None = None
     chunk_frames: int = CHUNK_FRAMES
-    num_threads: int = 0
+    precision: Requested = "auto"
 
 
 def model_dir(config: HubertConfig) -> Path:
@@ -149,12 +161,15 @@ def expected_rows(num_samples: int, kernel: int = 400, stride: int = 320) -> int
 
 
 def hubert_features(wav: np.ndarray, model: Any, extractor: Any, chunk_frames: int = CHUNK_FRAMES,
-                    progress: Any = None) -> np.ndarray:
+                    progress: Any = None, precision: "Precision | None" = None) -> np.ndarray:
     """(rows, hidden) float32 last hidden states of 16 kHz mono audio, rows = (n - 80) // 320.
 
     `wav` is float mono at the extractor's sampling rate (16 kHz). `progress` is an optional
-    `bench.progress.Progress`.
+    `bench.progress.Progress`. The model runs where its parameters are; `precision` (a
+    `bench.precision.Precision`, None = fp32) sets the autocast region.
     """
+    import contextlib
+
     import torch
 
     wav = np.asarray(wav, dtype=np.float32).reshape(-1)
@@ -166,22 +181,32 @@ def hubert_features(wav: np.ndarray, model: Any, extractor: Any, chunk_frames: i
     bounds = chunk_bounds(n, kernel, stride, chunk_frames)
     if want <= 0 or not bounds:
         raise ValueError(f"audio of {n} samples is shorter than HuBERT's {kernel}-sample receptive field")
+    device = next(model.parameters()).device
+    values = values.to(device)
+    region = precision.autocast(str(device)) if precision is not None else contextlib.nullcontext()
     parts: list[np.ndarray] = []
     items = bounds if progress is None else progress.track(bounds, "hubert chunks")
-    with torch.inference_mode():
+    with torch.inference_mode(), region:
         for start, stop in items:
             hidden = model(values[:, start:stop]).last_hidden_state[0]
-            parts.append(hidden.float().numpy())
+            parts.append(hidden.float().cpu().numpy())
     out = np.concatenate(parts, axis=0)
     from data_recipes.audio.align import fit_rows
 
     return np.ascontiguousarray(fit_rows(out, want), dtype=np.float32)
 
 
+def load_on(folder: Path, device: str, progress: Any = None, precision: "Precision | None" = None) -> tuple[Any, Any]:
+    """`load_hubert` moved to `device`; says once when an explicit precision will be slow there."""
+    model, extractor = load_hubert(folder)
+    if precision is not None and precision.slow and progress is not None:
+        progress.log(f"warning: hubert runs at {precision.name}: {precision.reason}")
+    return model.to(device), extractor
+
+
 def hubert_stage(ctx) -> None:
     """Recipe stage "hubert": (2 T, hidden) float32 HuBERT states aligned to the clip's T frames."""
-    import torch
-
+    from bench.precision import choose
     from bench.weights import sha256_file
     from data_recipes.audio.align import SAMPLES_PER_FRAME, expected_rows_50hz, fit_rows
     from data_recipes.recipe import StageUnavailable, save_array, save_json
@@ -193,14 +218,11 @@ def hubert_stage(ctx) -> None:
     folder = model_dir(cfg)
     audio = ctx.prepared.audio()
     num_frames = len(audio) // SAMPLES_PER_FRAME
-    previous_threads = torch.get_num_threads()
-    if cfg.num_threads > 0:
-        torch.set_num_threads(cfg.num_threads)
-    try:
-        model, extractor = load_hubert(folder)
-        raw = hubert_features(audio, model, extractor, cfg.chunk_frames, ctx.progress)
-    finally:
-        torch.set_num_threads(previous_threads)
+    precision = choose(ctx.device, cfg.precision, prefer_bf16=False)
+    model, extractor = ctx.models.shared(
+        ("hubert", str(folder.resolve()), ctx.device), lambda: load_on(folder, ctx.device, ctx.progress, precision))
+    with ctx.timed("features"):  # what a deployed system pays per request: the model load is not in it
+        raw = hubert_features(audio, model, extractor, cfg.chunk_frames, ctx.progress, precision)
     rows = expected_rows_50hz(num_frames)
     feats = fit_rows(raw, rows)
     save_array(ctx.out_dir, "hubert", feats)
@@ -212,4 +234,5 @@ def hubert_stage(ctx) -> None:
         "chunk_frames": cfg.chunk_frames, "model_dir": str(folder), "weights": wfile.name,
         "weights_sha256": sha256_file(wfile), "hidden_size": int(feats.shape[1]),
         "normalised_input": bool(getattr(extractor, "do_normalize", False)),
+        "device": ctx.device, "precision": precision.to_json(),
     })

@@ -53,11 +53,12 @@ class FaceTrack:
         return cls(**{f.name: np.load(Path(folder) / f"{f.name}.npy", allow_pickle=False) for f in fields(cls)})
 
 
-def detect(frames, config=None, progress=None) -> FaceTrack:
+def detect(frames, config=None, progress=None, models=None) -> FaceTrack:
     """Track the most prominent face in uint8 RGB frames; see `data_recipes.faces.pipeline.detect`.
 
-    `config` is a `data_recipes.faces.stage.FacesConfig` (None: the recipe defaults, MediaPipe).
+    `config` is a `data_recipes.faces.stage.FacesConfig` (None: the recipe defaults, MediaPipe);
+    `models` a `data_recipes.models.ModelPool` to borrow the landmarker from (None: one for this call).
     """
     from data_recipes.faces.pipeline import detect as _detect
 
-    return _detect(frames, config, progress)
+    return _detect(frames, config, progress, models=models)

@@ -102,17 +102,28 @@ class FanBackend:
         self.device = device
         self._net = None
 
-    def __enter__(self) -> "FanBackend":
+    def open(self) -> None:
         import torch
 
-        self.box_source.__enter__()
-        # a TorchScript archive: no pickled Python objects are executed
-        self._net = torch.jit.load(str(self.model_path), map_location=self.device).eval()
+        self.box_source.open()
+        if self._net is None:
+            # a TorchScript archive: no pickled Python objects are executed
+            self._net = torch.jit.load(str(self.model_path), map_location=self.device).eval()
+
+    def start_clip(self) -> None:
+        self.box_source.start_clip()
+
+    def close(self) -> None:
+        self._net = None
+        self.box_source.close()
+
+    def __enter__(self) -> "FanBackend":
+        self.open()
+        self.start_clip()
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self._net = None
-        self.box_source.__exit__(*exc)
+        self.close()
 
     def landmarks68(self, frame_rgb: np.ndarray, box: np.ndarray) -> np.ndarray:
         """(68, 2) float32 integer-valued pixel coordinates for the face in `box`."""

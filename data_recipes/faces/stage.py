@@ -68,7 +68,7 @@ def faces_stage(ctx) -> None:
     prepared = ctx.prepared
     n = prepared.num_frames
     track, report, info = detect_with_report(prepared.iter_frames(), cfg, ctx.progress, total=n,
-                                             label=f"faces {prepared.id}")
+                                             label=f"faces {prepared.id}", models=ctx.models)
     if len(track) != n:
         raise RuntimeError(f"clip {prepared.id!r}: face tracking saw {len(track)} frames, expected {n}")
     track.save(ctx.out_dir)

@@ -1,4 +1,6 @@
-"""Landmark-based 3DMM fit: a global identity, per-frame expression and pose, batched PyTorch on CPU.
+"""Landmark-based 3DMM fit: a global identity, per-frame expression and pose, batched PyTorch on the
+run's device (fp32 unless a caller asks otherwise through `bench.precision`; torch's thread count
+is set by whoever starts the workers, see `bench.threads`, never here).
 
 The objective is GeneFace++'s (yerfor/GeneFacePlusPlus @ 6c35651,
 data_gen/utils/process_video/fit_3dmm_landmark.py, `id_mode="global"`):
@@ -28,11 +30,15 @@ from __future__ import annotations
 import contextlib
 import math
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from data_recipes.threedmm.model import (GENEFACE_FRAME, Camera, MorphableModel, euler_to_rotation, project,
                                          project_uv, rotation_to_euler)
+
+if TYPE_CHECKING:
+    from bench.precision import Precision
 
 UNMATCHED_468 = (93, 127, 132, 234, 323, 356, 361, 454)
 EYES_468 = (33, 246, 161, 160, 159, 158, 157, 173, 133, 155, 154, 153, 145, 144, 163, 7,
@@ -179,41 +185,25 @@ def _laplacian(x):
     return (lap ** 2).mean()
 
 
-@contextlib.contextmanager
-def torch_threads(n: int):
-    """Run a block with `n` torch intra-op threads (0 = unchanged), restoring the setting afterwards.
-
-    The fit's tensors are small (T x 468): one thread is fastest, and two threads on a busy 2-core
-    machine made each step 30 times slower (threads spinning against other processes).
-    """
-    import torch
-
-    before = torch.get_num_threads()
-    if n > 0 and n != before:
-        torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        if torch.get_num_threads() != before:
-            torch.set_num_threads(before)
-
-
 def fit_landmarks(model: MorphableModel, targets: np.ndarray, present: np.ndarray, camera: Camera,
                   config: FitConfig = FitConfig(), init_rotation: np.ndarray | None = None,
-                  progress=None, num_threads: int = 1) -> FitResult:
+                  progress=None, device: str = "cpu", precision: "Precision | None" = None) -> FitResult:
     """Fit `model` to per-frame 2D landmarks.
 
     targets: (T, L, 2) pixels (u right, v down), L = model.num_landmarks; present: (T,) bool frames with
     a face; camera: see `Camera.geneface`; init_rotation: optional (T, 3, 3) rotation estimates
-    (NaN rows allowed); progress: optional `bench.progress.Progress`; num_threads: torch threads
-    for the fit (see `torch_threads`).
+    (NaN rows allowed); progress: optional `bench.progress.Progress`; device: where the tensors live
+    ("cpu", "cuda", ...); precision: a `bench.precision.Precision` for the loss evaluations' autocast
+    region (None = fp32; the optimiser state and the coefficients stay fp32 either way).
     """
-    with torch_threads(num_threads):
-        return _fit(model, targets, present, camera, config, init_rotation, progress)
+    return _fit(model, targets, present, camera, config, init_rotation, progress, device, precision)
 
 
-def _fit(model, targets, present, camera, config, init_rotation, progress) -> FitResult:
+def _fit(model, targets, present, camera, config, init_rotation, progress, device, precision) -> FitResult:
     import torch
+
+    dev = torch.device(device)
+    region = (lambda: precision.autocast(str(dev))) if precision is not None else contextlib.nullcontext
 
     targets = np.asarray(targets, np.float32)
     present = np.asarray(present, bool)
@@ -230,13 +220,13 @@ def _fit(model, targets, present, camera, config, init_rotation, progress) -> Fi
 
     mean_np, idb_np, exb_np = model.landmark_arrays()
     n_lm = model.num_landmarks
-    mean_t = torch.from_numpy(np.ascontiguousarray(mean_np, np.float32))
+    mean_t = torch.from_numpy(np.ascontiguousarray(mean_np, np.float32)).to(dev)
     # flattened (3L, K) bases: one matmul per step instead of an einsum over (T, L, 3, K)
-    idb = torch.from_numpy(np.ascontiguousarray(idb_np.reshape(n_lm * 3, -1), np.float32))
-    exb = torch.from_numpy(np.ascontiguousarray(exb_np.reshape(n_lm * 3, -1), np.float32))
-    tgt_u = torch.from_numpy(np.ascontiguousarray(clean[..., 0]))
-    tgt_v = torch.from_numpy(np.ascontiguousarray(clean[..., 1]))
-    wt = torch.from_numpy(frame_w)
+    idb = torch.from_numpy(np.ascontiguousarray(idb_np.reshape(n_lm * 3, -1), np.float32)).to(dev)
+    exb = torch.from_numpy(np.ascontiguousarray(exb_np.reshape(n_lm * 3, -1), np.float32)).to(dev)
+    tgt_u = torch.from_numpy(np.ascontiguousarray(clean[..., 0])).to(dev)
+    tgt_v = torch.from_numpy(np.ascontiguousarray(clean[..., 1])).to(dev)
+    wt = torch.from_numpy(frame_w).to(dev)
 
     euler0 = np.zeros((t_all, 3))
     if init_rotation is not None:
@@ -246,10 +236,10 @@ def _fit(model, targets, present, camera, config, init_rotation, progress) -> Fi
             euler0[~ok] = _nearest_fill(euler0, ok)[~ok]
     trans0 = initial_translation(model, targets, present, weights, camera)
 
-    id_c = torch.zeros(model.num_id, requires_grad=True)
-    exp_c = torch.zeros(t_all, model.num_exp, requires_grad=True)
-    euler = torch.tensor(euler0, dtype=torch.float32, requires_grad=True)
-    trans = torch.tensor(trans0, dtype=torch.float32, requires_grad=True)
+    id_c = torch.zeros(model.num_id, device=dev, requires_grad=True)
+    exp_c = torch.zeros(t_all, model.num_exp, device=dev, requires_grad=True)
+    euler = torch.tensor(euler0, dtype=torch.float32, device=dev, requires_grad=True)
+    trans = torch.tensor(trans0, dtype=torch.float32, device=dev, requires_grad=True)
 
     def shapes(id_v, exp_v):
         return mean_t + (idb @ id_v).view(n_lm, 3) + (exp_v @ exb.T).view(-1, n_lm, 3)
@@ -272,8 +262,9 @@ def _fit(model, targets, present, camera, config, init_rotation, progress) -> Fi
                     opt.lr = config.lr * (config.final_lr_fraction + (1 - config.final_lr_fraction) * cos)
                 for p in params:
                     p.grad = None
-                loss = closure()
-                loss.backward()
+                with region():
+                    loss = closure()
+                loss.float().backward()
                 opt.step()
                 loss_v = float(loss.detach())
                 if bar is not None:
@@ -281,16 +272,16 @@ def _fit(model, targets, present, camera, config, init_rotation, progress) -> Fi
         return loss_v
 
     history = {}
-    all_idx = torch.arange(t_all)
-    zero_id = torch.zeros(model.num_id)
-    zero_exp = torch.zeros(t_all, model.num_exp)
+    all_idx = torch.arange(t_all, device=dev)
+    zero_id = torch.zeros(model.num_id, device=dev)
+    zero_exp = torch.zeros(t_all, model.num_exp, device=dev)
     history["pose"] = run([euler, trans], config.pose_steps,
                           lambda: landmark_loss(all_idx, zero_id, zero_exp, euler, trans), "3dmm pose")
 
     sel = np.flatnonzero(present)
     if len(sel) > config.id_frames:
         sel = sel[np.linspace(0, len(sel) - 1, config.id_frames).round().astype(int)]
-    sel_t = torch.from_numpy(sel)
+    sel_t = torch.from_numpy(sel).to(dev)
     exp_s = exp_c.detach()[sel_t].clone().requires_grad_(True)
     eul_s = euler.detach()[sel_t].clone().requires_grad_(True)
     tr_s = trans.detach()[sel_t].clone().requires_grad_(True)
@@ -317,7 +308,7 @@ def _fit(model, targets, present, camera, config, init_rotation, progress) -> Fi
 
     with torch.no_grad():
         rot = euler_to_rotation(euler)
-        proj = project(shapes(id_fixed, exp_c), rot, trans, camera).numpy().astype(np.float64)
+        proj = project(shapes(id_fixed, exp_c), rot, trans, camera).cpu().numpy().astype(np.float64)
     dist = np.linalg.norm(proj - targets, axis=2)
     used = frame_w > 0
     err = np.full(t_all, np.nan)
@@ -325,8 +316,8 @@ def _fit(model, targets, present, camera, config, init_rotation, progress) -> Fi
     err[rows] = (np.where(used, dist, 0).sum(axis=1)[rows] / used.sum(axis=1)[rows])
     proj[:, ~model.landmark_valid] = np.nan
     return FitResult(
-        id=id_fixed.numpy().astype(np.float32), exp=exp_c.detach().numpy().astype(np.float32),
-        euler=euler.detach().numpy().astype(np.float32), rotation=rot.numpy().astype(np.float32),
-        trans=trans.detach().numpy().astype(np.float32), landmarks=proj.astype(np.float32),
+        id=id_fixed.cpu().numpy().astype(np.float32), exp=exp_c.detach().cpu().numpy().astype(np.float32),
+        euler=euler.detach().cpu().numpy().astype(np.float32), rotation=rot.cpu().numpy().astype(np.float32),
+        trans=trans.detach().cpu().numpy().astype(np.float32), landmarks=proj.astype(np.float32),
         error_px=err.astype(np.float32), camera=camera, loss_history=history,
     )

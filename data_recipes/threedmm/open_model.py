@@ -136,13 +136,11 @@ def build_open_model(landmarks478: np.ndarray, present: np.ndarray, width: int, 
 
 def _principal_axes(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Singular values and right singular vectors of (N, D) x, via torch (numpy's threaded LAPACK SVD
-    of a 500 x 1404 matrix took 11 s on a busy 2-core machine, torch 0.2 s)."""
+    of a 500 x 1404 matrix took 11 s on a busy 2-core machine, torch 0.2 s at 1 thread). Torch's
+    thread count is the prepare pool's (`bench.threads`): 1 per worker when workers fill the cores."""
     import torch
 
-    from data_recipes.threedmm.fit import torch_threads
-
-    with torch_threads(1):
-        _, sig, vt = torch.linalg.svd(torch.from_numpy(np.ascontiguousarray(x, np.float64)), full_matrices=False)
+    _, sig, vt = torch.linalg.svd(torch.from_numpy(np.ascontiguousarray(x, np.float64)), full_matrices=False)
     return sig.numpy(), vt.numpy()
 
 

@@ -67,7 +67,7 @@ def test_hubert_tiny_random_10s(benchmark, speech, tmp_path):
 @pytest.mark.parametrize("threads", [1, 2])
 def test_hubert_large_architecture_random_10s(benchmark, speech, tmp_path, threads):
     from data_recipes.audio.hubert import hubert_features
-    from data_recipes.threedmm.fit import torch_threads
+    from bench.threads import torch_threads
 
     model, extractor = _hubert(tmp_path, hidden_size=1024, num_hidden_layers=24, num_attention_heads=16,
                                intermediate_size=4096)
