@@ -199,7 +199,7 @@ class HeadCore(nn.Module):
             total += int(v.sum())
             sig = sig.masked_scatter(v, a.float())
             rgb = rgb.masked_scatter(v[..., None], c.float())
-            part = R.composite(sig, rgb, s["dt"], v, s["ts"][:, a0:a1], self.cfg.t_thresh / trans.clamp(min=1e-30))
+            part = R.composite(sig, rgb, s["dt"], v, s["ts"][:, a0:a1], (self.cfg.t_thresh / trans.clamp(min=1e-30))[:, None])
             image = image + trans[:, None] * part["image"]
             ws = ws + trans * part["weights_sum"]
             depth = depth + trans * part["depth"]
