@@ -95,8 +95,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-cross", dest="cross", action="store_false",
                    help="skip cross-driven requests (another clip's audio)")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (default: auto)")
-    p.add_argument("--precision", choices=("fp32", "bf16", "amp"), default="fp32",
-                   help="numeric precision for methods that support it (default: fp32)")
+    p.add_argument("--precision", choices=("auto", "fp32", "bf16", "amp"), default="auto",
+                   help="numeric precision of the methods' networks: auto = bf16 only where the device "
+                        "does it natively (CUDA with bf16, a CPU with AVX-512-BF16 / AMX), else fp32; an "
+                        "explicit choice wins, with a warning where it is emulated and slow (default: auto)")
     p.add_argument("--set", dest="overrides", type=_set_pair, action="append", default=[], metavar="NAME.KEY=VALUE",
                    help="set a method or metric option, e.g. --set wav2lip.checkpoint=/w/wav2lip_gan.pth (repeatable)")
     p.add_argument("--runs-dir", type=Path, default=Path("runs"), help="where run folders go (default: ./runs)")

@@ -5,7 +5,8 @@ left, the frame with the 478-point mesh (small grey dots), the 68 points coloure
 white, brows yellow, nose cyan, eyes green, mouth magenta), the face box (green; dashed yellow
 the smoothed box), the Wav2Lip crop box with its pads (red) and the head-crop square (blue);
 middle, the 512x512 head crop with the segmentation tinted (head red, neck+torso blue); right, the
-crop's background plate. Panels of stages that were not asked for are left out.
+crop's background plate (the subject's). Panels of stages that were not asked for are left out. A
+caption names the subject-stage entries the clip reads (frame of reference, plate, 3DMM identity).
 """
 
 from __future__ import annotations
@@ -136,11 +137,37 @@ def write_overlays(prepared, stages: Sequence[str], out_dir: Path, n_frames: int
                 panels.append(_fit(background_for(outputs["segmentation"], a, size)))
             else:
                 panels.append(_fit(crop))
-        row = np.concatenate(panels, axis=1)
+        row = _caption(np.concatenate(panels, axis=1), _subject_caption(prepared, stages))
         path = out_dir / f"{safe_id}_f{i:05d}.png"
         cv2.imwrite(str(path), cv2.cvtColor(row, cv2.COLOR_RGB2BGR))
         written.append(path)
     return written
+
+
+def _subject_caption(prepared, stages: Sequence[str]) -> str:
+    """The subject-stage entries this clip reads (short cache keys): clips of one subject show the
+    same frame of reference, plate and 3DMM identity, so equal keys on train/val/test overlays say
+    they share them."""
+    from data_recipes.recipe import stage_order
+
+    needed = set(stage_order(list(stages)))
+    shown = [(name, label) for name, label in (("head_frame", "frame"), ("plate", "plate"),
+                                               ("threedmm_identity", "identity")) if name in needed]
+    if not shown:
+        return ""
+    keys = " ".join(f"{label} {prepared.recipe.key(prepared.clip, name)[:8]}" for name, label in shown)
+    return f"subject {prepared.clip.subject}: {keys}"
+
+
+def _caption(row: np.ndarray, text: str) -> np.ndarray:
+    """`row` with a 20-pixel caption strip below it (unchanged when there is no text)."""
+    import cv2
+
+    if not text:
+        return row
+    strip = np.zeros((20, row.shape[1], 3), np.uint8)
+    cv2.putText(strip, text, (4, 14), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (255, 255, 255), 1, cv2.LINE_AA)
+    return np.concatenate([row, strip], axis=0)
 
 
 def _frames_at(prepared, indices: list[int]):
