@@ -32,7 +32,7 @@ import json
 import math
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Mapping
 
 SCHEMA_VERSION = 2
 READABLE_VERSIONS = ("1", "2")     # 1: no commit / versions columns (filled with "")
@@ -110,7 +110,7 @@ def validate(df) -> None:
         raise SchemaError("rows with status other than 'ok' carry numbers")
 
 
-def _parquet_bytes(df) -> bytes:
+def _parquet_bytes(df, stamp: Mapping[str, str] | None = None) -> bytes:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -121,7 +121,9 @@ def _parquet_bytes(df) -> bytes:
     # checks thousands of parts without reading their rows.
     for col in ("commit", "versions"):
         values = df[col].unique() if len(df) else []
-        if len(values) == 1:
+        if stamp is not None and col in stamp:   # a part without rows still says what made it
+            meta[f"talkbench_{col}".encode()] = str(stamp[col]).encode()
+        elif len(values) == 1:
             meta[f"talkbench_{col}".encode()] = str(values[0]).encode()
     table = table.replace_schema_metadata(meta)
     buf = io.BytesIO()
@@ -129,11 +131,12 @@ def _parquet_bytes(df) -> bytes:
     return buf.getvalue()
 
 
-def write_parquet(path: Path, df) -> None:
+def write_parquet(path: Path, df, stamp: Mapping[str, str] | None = None) -> None:
+    """Validate and write atomically; `stamp` ({"commit", "versions"}) goes into the footer (parts)."""
     from bench.cache import atomic_write_bytes
 
     validate(df)
-    atomic_write_bytes(Path(path), _parquet_bytes(df))
+    atomic_write_bytes(Path(path), _parquet_bytes(df, stamp))
 
 
 def write_csv(path: Path, df) -> None:
@@ -173,17 +176,17 @@ def collect_parts(run_dir: Path):
 
 def part_versions(path: Path) -> tuple[str, str] | None:
     """(commit, versions) a part file was written with, read from its footer only (fast on resume);
-    None for an unreadable part. Schema 1 parts give ("", "{}"); a part without rows (no metric
-    applied to its request) gives ("", ""): nothing in it can be stale."""
+    None for an unreadable part. Schema 1 parts give ("", "{}"); a part without rows and without a
+    stamp (written before parts were stamped) gives ("", ""): nothing in it can be stale."""
     import pyarrow.parquet as pq
 
     try:
         footer = pq.read_metadata(path)
     except Exception:
         return None
-    if footer.num_rows == 0:
-        return ("", "")
     meta = footer.metadata or {}
+    if footer.num_rows == 0 and b"talkbench_versions" not in meta:
+        return ("", "")
     return (meta.get(b"talkbench_commit", b"").decode(), meta.get(b"talkbench_versions", b"{}").decode())
 
 

@@ -217,9 +217,10 @@ def _missing_rows(metrics: Iterable[Resolved], base: dict[str, Any], status: str
     return rows
 
 
-def _write_part(layout: RunLayout, method: str, request_id: str, rows: list[ResultRow]) -> None:
+def _write_part(layout: RunLayout, method: str, request_id: str, rows: list[ResultRow],
+                stamp: dict[str, str] | None = None) -> None:
     path = layout.part(method, request_id)
-    write_parquet(path, to_frame(rows))
+    write_parquet(path, to_frame(rows), stamp)
 
 
 # ------------------------------------------------------------------------------------------ samples
@@ -344,7 +345,8 @@ class Runner:
         self.budget = Budget.parse(cfg.budget)
         _, self.dataset_argument = parse(cfg.dataset)
         self.dataset = load(cfg.dataset, dataset_options(cfg.limit, cfg.subjects, cfg.test_seconds, cfg.pairs))
-        self.recipe = Recipe(self.cache, self.progress, clips=self.dataset.clips)
+        self.recipe = Recipe(self.cache, self.progress, clips=self.dataset.clips, device=self.device)
+        self._precision = run_precision(cfg.precision, self.device, self.progress)
         self.methods = resolve_methods(cfg.methods, self.overrides, self.device, self.recipe)
         self.metrics = resolve_metrics(cfg.metrics, self.overrides)
         known = {m.name for m in self.methods} | {m.name for m in self.metrics}
@@ -388,6 +390,7 @@ class Runner:
         mf.begin_invocation(m, self.command, hardware, stages, self._versions)
         self._commit = mf.commit_text(m["git"])
         m["device"] = self.device
+        m["precision"] = {**self._precision, "stages": m.get("precision", {}).get("stages", {})}
         m["dataset"] = dataset_summary(self.dataset, self.recipe, self.dataset_argument)
         for r in self.methods:
             entry = m["methods"].setdefault(r.name, {"fits": []})
@@ -417,6 +420,11 @@ class Runner:
             versions[m.name] = mf.part_versions(m, self.metrics, used)
         return stages, versions
 
+    def _write_part(self, method: str, request_id: str, rows: list[ResultRow]) -> None:
+        """The part, stamped with this invocation's commit and versions (even when it has no rows)."""
+        _write_part(self.layout, method, request_id, rows,
+                    {"commit": self._commit, "versions": self._versions[method]})
+
     def _part_done(self, method: str, request_id: str) -> bool:
         """A part counts as done when it exists and was made under this invocation's versions; a part
         made under other versions is recomputed (its rows are replaced), never mixed with new ones."""
@@ -442,7 +450,7 @@ class Runner:
 
         Stages only the report uses (REPORT_STAGES) are optional: where they fail, the clip still runs.
         """
-        from data_recipes.prepare import prepare_all
+        from data_recipes.prepare import prepare_all, recorded_precisions
 
         t0 = time.monotonic()
         active = [m for m in self.methods if m.availability.ok]
@@ -476,6 +484,7 @@ class Runner:
         targets = list({r.target.id: r.target for r in self.requests if r.target.id not in errors}.values())
         prepare_all(self.recipe, targets, list(REPORT_STAGES), self.config.workers, self.progress)
         self.phases.add("prepare", t0)
+        self._manifest["precision"]["stages"] = recorded_precisions(self.recipe, needed.values())
         return errors
 
     def _fit_metrics(self, manifest: dict[str, Any], clip_errors: dict[str, str]) -> dict[str, Metric]:
@@ -509,6 +518,8 @@ class Runner:
                 manifest["metrics"][m.name]["fit"] = to_jsonable(summary)
             weights = metric.weights_used()
             manifest["metrics"][m.name]["weights"] = weights
+            if hasattr(metric, "precision_used"):  # metrics with a network say what it runs at
+                manifest["metrics"][m.name]["precision"] = to_jsonable(metric.precision_used())
             for w in weights:
                 mf.record_weight(manifest, w.get("role", m.name), w.get("path", ""), w.get("sha256", ""),
                                  w.get("origin", ""), f"metric:{m.name}")
@@ -572,7 +583,7 @@ class Runner:
         """Fit one part in its own work folder; the key (and so the folder) leaves the budget out, so a
         larger budget continues the checkpoints there. Raises _FitFailed with the reason."""
         key = content_key("fit", m.name, m.spec.version, to_jsonable(m.config), label, part.name, self.config.seed,
-                          [self.recipe.clip_fingerprint(c) for c in clips], upstream)
+                          [self.recipe.clip_fingerprint(c) for c in clips], upstream, self._precision["key"])
         method.context = self._method_context(m.name, key)
         budget = self._fit_budget(m.name)
         t0 = time.monotonic()
@@ -609,14 +620,15 @@ class Runner:
             return
         parts = m.spec.fit_parts()
         train = [c for c in self._fit_clips() if c.id not in clip_errors]
-        base_key = content_key("fit", m.name, m.spec.version, to_jsonable(m.config), "none", self.config.seed)
+        base_key = content_key("fit", m.name, m.spec.version, to_jsonable(m.config), "none", self.config.seed,
+                               self._precision["key"])
         method: Method = m.cls(m.config, self._method_context(m.name, base_key))
 
         def fail(todo: list[Request], reason: str) -> None:
             self.progress.log(f"error: method {m.name}: {reason}")
             for r in todo:
-                _write_part(self.layout, m.name, r.id,
-                            _missing_rows(self.metrics, self._base(r, m.name), "failed", reason, r.kind))
+                self._write_part(m.name, r.id,
+                                 _missing_rows(self.metrics, self._base(r, m.name), "failed", reason, r.kind))
 
         keys: list[str] = []
         weights: list[str] = []
@@ -669,6 +681,7 @@ class Runner:
             entry["minutes_share"] = budget.minutes
         fits.append(entry)
         manifest["methods"][method]["fits"] = fits
+        manifest["methods"][method].setdefault("precision", {}).update(to_jsonable(dict(report.precision)))
         for w in report.weights:
             mf.record_weight(manifest, w.role, w.path, w.sha256, w.origin, f"method:{method}", w.note)
         mf.write(self.layout.manifest, manifest)
@@ -685,8 +698,8 @@ class Runner:
         base = self._base(r, m.name)
         for clip in {r.target.id, r.driving.id}:
             if clip in clip_errors:
-                _write_part(self.layout, m.name, r.id,
-                            _missing_rows(self.metrics, base, "failed", f"clip {clip!r}: {clip_errors[clip]}", r.kind))
+                reason = f"clip {clip!r}: {clip_errors[clip]}"
+                self._write_part(m.name, r.id, _missing_rows(self.metrics, base, "failed", reason, r.kind))
                 return
         target, driving = self.recipe.prepare(r.target), self.recipe.prepare(r.driving)
         request = GenerateRequest(r.id, r.kind, target, driving, seed=self.config.seed)  # type: ignore[arg-type]
@@ -701,7 +714,7 @@ class Runner:
             reason = f"generate failed: {type(e).__name__}: {e}"
             self.progress.log(f"error: {m.name} on {r.id!r}: {reason}")
             traceback.print_exc(file=sys.stderr)
-            _write_part(self.layout, m.name, r.id, _missing_rows(self.metrics, base, "failed", reason, r.kind))
+            self._write_part(m.name, r.id, _missing_rows(self.metrics, base, "failed", reason, r.kind))
             return
         self.phases.add("generate", t0)
 
@@ -744,7 +757,7 @@ class Runner:
         if gt is not None and not (self.layout.samples(GROUND_TRUTH, r.id) / "sample.json").exists():
             write_samples(self.layout.samples(GROUND_TRUTH, r.id), gt, audio, indices,
                           {**info, "method": GROUND_TRUTH}, self.config.preview_videos)
-        _write_part(self.layout, m.name, r.id, rows)
+        self._write_part(m.name, r.id, rows)
 
     def _request_stage_seconds(self, m: Resolved, driving: Clip) -> dict[str, float]:
         """Seconds of the method's per-request recipe stages (mel, HuBERT, f0) on the driving clip, as
@@ -836,6 +849,7 @@ class Runner:
             if self.config.report:
                 outcome.report = self._report()
             mf.write(self.layout.manifest, manifest)
+        self.recipe.models.close()  # the landmarkers' native graphs; the pool would rebuild on reuse
         return outcome
 
     def _close_manifest(self, manifest: dict[str, Any], t_start: float) -> None:
@@ -869,6 +883,24 @@ def _ordered(stages: set[str]) -> list[str]:
     from data_recipes.recipe import stage_order
 
     return stage_order(sorted(stages))
+
+
+def run_precision(requested: str, device: str, progress: Progress | None = None) -> dict[str, Any]:
+    """The run's precision request for the manifest: what was asked, what the device does natively
+    and what "auto" gives there (each component records what it actually ran at), plus `key`: what
+    fit and generation cache keys hash, so a cached fit or video made at another precision is not
+    reused. Warns once when an explicit request will be emulated (slow) on this device."""
+    from bench.precision import capability, choose
+
+    try:
+        chosen = choose(device, requested)
+    except ValueError as e:
+        raise RunError(str(e)) from e
+    cap = capability(device)
+    if chosen.slow and progress is not None:
+        progress.log(f"warning: --precision {requested}: {chosen.reason}")
+    return {"requested": requested, "device": device, "capability": dataclasses.asdict(cap),
+            "auto": choose(device, "auto", cap=cap).to_json(), "key": [requested, cap.native_bf16]}
 
 
 def _spec_json(spec: Any) -> dict[str, Any]:

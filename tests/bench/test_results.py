@@ -63,7 +63,7 @@ def test_write_is_atomic_no_partial_file_on_failure(tmp_path, monkeypatch):
     write_parquet(target, to_frame([_row()]))
     before = target.read_bytes()
 
-    def boom(df):
+    def boom(df, stamp=None):
         raise RuntimeError("disk full")
 
     monkeypatch.setattr(results, "_parquet_bytes", boom)
@@ -83,7 +83,9 @@ def test_rows_carry_commit_and_versions_and_parts_keep_them_in_the_footer(tmp_pa
     back = read_parquet(tmp_path / "p.parquet")
     assert list(back.commit) == ["c" * 40] * 2 and list(back.versions) == [versions] * 2
     write_parquet(tmp_path / "empty.parquet", to_frame([]))
-    assert part_versions(tmp_path / "empty.parquet") == ("", "")
+    assert part_versions(tmp_path / "empty.parquet") == ("", "")   # unstamped, no rows: nothing stale
+    write_parquet(tmp_path / "stamped.parquet", to_frame([]), {"commit": "c", "versions": versions})
+    assert part_versions(tmp_path / "stamped.parquet") == ("c", versions)
     assert part_versions(tmp_path / "missing.parquet") is None
     with pytest.raises(SchemaError):
         _row(versions="not json")
