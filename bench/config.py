@@ -41,6 +41,10 @@ class RunConfig:
     report: bool = field(default=True, metadata={"identity": False})
 
     def identity(self) -> dict[str, Any]:
+        """What the run id and the resume check hash: the configuration only. Code versions (git
+        commit, method / metric / stage versions and settings) are not in it on purpose, so a resume
+        after a pull finds its folder: they are stamped on every result row and part instead, and
+        the runner recomputes each part made under other versions (bench.manifest.part_versions)."""
         return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)
                 if f.metadata.get("identity", True)}
 
