@@ -31,7 +31,7 @@ class RunConfig:
     pairs: str | None = None                         # lrs2: the cross-driving pair list file
     cross: bool = True
     device: str = "auto"
-    precision: str = "fp32"
+    precision: str = "auto"                          # bench.precision: auto | fp32 | bf16 | amp
     overrides: tuple[tuple[str, str], ...] = ()      # (("wav2lip.checkpoint", "/w/wav2lip.pth"), ...)
     strip_frames: int = field(default=4, metadata={"identity": False})
     preview_videos: bool = field(default=True, metadata={"identity": False})

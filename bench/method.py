@@ -224,7 +224,7 @@ class MethodContext:
     progress: "Progress"
     device: str = "cpu"       # "cpu" or "cuda[:k]"
     seed: int = 0
-    precision: Literal["fp32", "bf16", "amp"] = "fp32"
+    precision: Literal["auto", "fp32", "bf16", "amp"] = "fp32"  # what the run asked; resolve with bench.precision
 
 
 @dataclass(frozen=True)
@@ -246,7 +246,9 @@ class FitReport:
     steps_by_part: the same per counter when the part trains several networks ({"expert": 40,
         "generator": 24}); the report shows it;
     resumed_from: per counter, the step found in the work folder and continued from (0 or absent:
-        started fresh), so "train longer" is visible as a continuation.
+        started fresh), so "train longer" is visible as a continuation;
+    precision: per network use ("train", "generate", ...), the precision it ran at and why
+        (`bench.precision.Precision.to_json()` plus the device); the manifest records it.
     """
 
     weights: tuple[WeightUse, ...] = ()
@@ -257,6 +259,7 @@ class FitReport:
     budget: str = ""
     curves: Mapping[str, Sequence[Mapping[str, float]]] = field(default_factory=dict)
     notes: str = ""
+    precision: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

@@ -345,7 +345,8 @@ class Runner:
         self.budget = Budget.parse(cfg.budget)
         _, self.dataset_argument = parse(cfg.dataset)
         self.dataset = load(cfg.dataset, dataset_options(cfg.limit, cfg.subjects, cfg.test_seconds, cfg.pairs))
-        self.recipe = Recipe(self.cache, self.progress, clips=self.dataset.clips)
+        self.recipe = Recipe(self.cache, self.progress, clips=self.dataset.clips, device=self.device)
+        self._precision = run_precision(cfg.precision, self.device, self.progress)
         self.methods = resolve_methods(cfg.methods, self.overrides, self.device, self.recipe)
         self.metrics = resolve_metrics(cfg.metrics, self.overrides)
         known = {m.name for m in self.methods} | {m.name for m in self.metrics}
@@ -389,6 +390,7 @@ class Runner:
         mf.begin_invocation(m, self.command, hardware, stages, self._versions)
         self._commit = mf.commit_text(m["git"])
         m["device"] = self.device
+        m["precision"] = {**self._precision, "stages": m.get("precision", {}).get("stages", {})}
         m["dataset"] = dataset_summary(self.dataset, self.recipe, self.dataset_argument)
         for r in self.methods:
             entry = m["methods"].setdefault(r.name, {"fits": []})
@@ -448,7 +450,7 @@ class Runner:
 
         Stages only the report uses (REPORT_STAGES) are optional: where they fail, the clip still runs.
         """
-        from data_recipes.prepare import prepare_all
+        from data_recipes.prepare import prepare_all, recorded_precisions
 
         t0 = time.monotonic()
         active = [m for m in self.methods if m.availability.ok]
@@ -482,6 +484,7 @@ class Runner:
         targets = list({r.target.id: r.target for r in self.requests if r.target.id not in errors}.values())
         prepare_all(self.recipe, targets, list(REPORT_STAGES), self.config.workers, self.progress)
         self.phases.add("prepare", t0)
+        self._manifest["precision"]["stages"] = recorded_precisions(self.recipe, needed.values())
         return errors
 
     def _fit_metrics(self, manifest: dict[str, Any], clip_errors: dict[str, str]) -> dict[str, Metric]:
@@ -515,6 +518,8 @@ class Runner:
                 manifest["metrics"][m.name]["fit"] = to_jsonable(summary)
             weights = metric.weights_used()
             manifest["metrics"][m.name]["weights"] = weights
+            if hasattr(metric, "precision_used"):  # metrics with a network say what it runs at
+                manifest["metrics"][m.name]["precision"] = to_jsonable(metric.precision_used())
             for w in weights:
                 mf.record_weight(manifest, w.get("role", m.name), w.get("path", ""), w.get("sha256", ""),
                                  w.get("origin", ""), f"metric:{m.name}")
@@ -578,7 +583,7 @@ class Runner:
         """Fit one part in its own work folder; the key (and so the folder) leaves the budget out, so a
         larger budget continues the checkpoints there. Raises _FitFailed with the reason."""
         key = content_key("fit", m.name, m.spec.version, to_jsonable(m.config), label, part.name, self.config.seed,
-                          [self.recipe.clip_fingerprint(c) for c in clips], upstream)
+                          [self.recipe.clip_fingerprint(c) for c in clips], upstream, self._precision["key"])
         method.context = self._method_context(m.name, key)
         budget = self._fit_budget(m.name)
         t0 = time.monotonic()
@@ -615,7 +620,8 @@ class Runner:
             return
         parts = m.spec.fit_parts()
         train = [c for c in self._fit_clips() if c.id not in clip_errors]
-        base_key = content_key("fit", m.name, m.spec.version, to_jsonable(m.config), "none", self.config.seed)
+        base_key = content_key("fit", m.name, m.spec.version, to_jsonable(m.config), "none", self.config.seed,
+                               self._precision["key"])
         method: Method = m.cls(m.config, self._method_context(m.name, base_key))
 
         def fail(todo: list[Request], reason: str) -> None:
@@ -675,6 +681,7 @@ class Runner:
             entry["minutes_share"] = budget.minutes
         fits.append(entry)
         manifest["methods"][method]["fits"] = fits
+        manifest["methods"][method].setdefault("precision", {}).update(to_jsonable(dict(report.precision)))
         for w in report.weights:
             mf.record_weight(manifest, w.role, w.path, w.sha256, w.origin, f"method:{method}", w.note)
         mf.write(self.layout.manifest, manifest)
@@ -842,6 +849,7 @@ class Runner:
             if self.config.report:
                 outcome.report = self._report()
             mf.write(self.layout.manifest, manifest)
+        self.recipe.models.close()  # the landmarkers' native graphs; the pool would rebuild on reuse
         return outcome
 
     def _close_manifest(self, manifest: dict[str, Any], t_start: float) -> None:
@@ -875,6 +883,24 @@ def _ordered(stages: set[str]) -> list[str]:
     from data_recipes.recipe import stage_order
 
     return stage_order(sorted(stages))
+
+
+def run_precision(requested: str, device: str, progress: Progress | None = None) -> dict[str, Any]:
+    """The run's precision request for the manifest: what was asked, what the device does natively
+    and what "auto" gives there (each component records what it actually ran at), plus `key`: what
+    fit and generation cache keys hash, so a cached fit or video made at another precision is not
+    reused. Warns once when an explicit request will be emulated (slow) on this device."""
+    from bench.precision import capability, choose
+
+    try:
+        chosen = choose(device, requested)
+    except ValueError as e:
+        raise RunError(str(e)) from e
+    cap = capability(device)
+    if chosen.slow and progress is not None:
+        progress.log(f"warning: --precision {requested}: {chosen.reason}")
+    return {"requested": requested, "device": device, "capability": dataclasses.asdict(cap),
+            "auto": choose(device, "auto", cap=cap).to_json(), "key": [requested, cap.native_bf16]}
 
 
 def _spec_json(spec: Any) -> dict[str, Any]:

@@ -21,9 +21,10 @@ from __future__ import annotations
 import time
 import traceback
 import contextlib
+import json
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
-from typing import Iterator, Literal, Mapping, Sequence
+from typing import Iterable, Iterator, Literal, Mapping, Sequence
 
 from bench.progress import Progress
 from data_recipes.clip import Clip
@@ -151,6 +152,34 @@ def prepare_all(recipe: Recipe, clips: Sequence[Clip], stages: Sequence[str], wo
                 for clip in clips:  # report in clip order, not completion order
                     report.results.extend(by_clip[clip.id])
     return report
+
+
+def recorded_precisions(recipe: Recipe, items: Iterable[tuple[Clip, Iterable[str]]]) -> dict[str, list[dict]]:
+    """What the model stages ran at, as their outputs recorded it: {stage: [distinct
+    {"device", "name", "requested", "reason", "slow"}]}, for the run manifest.
+
+    Read from each cached output's meta.json ("precision" and "device" keys), so outputs computed by
+    an earlier run and reused from the cache are described too. Stages without a model record
+    nothing and are left out.
+    """
+    out: dict[str, list[dict]] = {}
+    seen: set[tuple[str, str]] = set()
+    for clip, stages in items:
+        for stage in stage_order(sorted(stages)):
+            if not recipe.is_cached(clip, stage):
+                continue
+            output = recipe.output(clip, stage)
+            if (stage, output.key) in seen:  # a subject stage is shared by the subject's clips
+                continue
+            seen.add((stage, output.key))
+            path = output.path("meta.json")
+            meta = json.loads(path.read_text()) if path.is_file() else {}
+            if not isinstance(meta, dict) or not isinstance(meta.get("precision"), dict):
+                continue
+            entry = {"device": meta.get("device"), **meta["precision"]}
+            if entry not in out.setdefault(stage, []):
+                out[stage].append(entry)
+    return out
 
 
 def _torch_threads(n: int):

@@ -15,10 +15,11 @@ from bench.method import (Budget, FitReport, GenerateRequest, GenerateResult, Me
 from data_recipes.crops.wav2lip import OFFICIAL_PADS
 
 if TYPE_CHECKING:
+    from bench.precision import Precision
     from data_recipes.recipe import PreparedClip
     from methods.wav2lip.train import GeneratorSettings, StageSettings
 
-PrecisionChoice = Literal["context", "fp32", "bf16", "amp"]
+PrecisionChoice = Literal["context", "auto", "fp32", "bf16", "amp"]
 
 
 @dataclass(frozen=True)
@@ -32,14 +33,16 @@ class Wav2LipConfig:
     `expert_checkpoint` / `pretrained_expert` (official lipsync_expert.pth) skip training the expert.
 
     Inference (official defaults): pads (top, bottom, left, right), nosmooth, box (y1, y2, x1, x2:
-    one fixed box instead of detections), batch_size 128, precision ("context" = the run's).
+    one fixed box instead of detections), batch_size 128, precision ("context" = the run's
+    --precision; "auto" here means fp32 on every device: the published model's pixels).
     Improvements, off by default (faithful mode): blend="feather", paste_resize="lanczos",
     round_prediction. mel_padding: the STFT padding of the driving mel, "reflect" (librosa 0.7, which
     the original pins and its checkpoints and published outputs were made with) or "constant" (the
     zero padding of librosa >= 0.10, i.e. the official script run with a current librosa); only the
     first and last two mel frames differ.
 
-    Training: train_precision, step and batch overrides of the budget's schedule, train_crops
+    Training: train_precision ("context" = the run's; "auto" = bf16 where the device does it
+    natively, fp32 elsewhere, see bench.precision), step and batch overrides of the budget's schedule, train_crops
     ("detector" boxes without pads like the official preprocess.py, or the padded "inference" boxes),
     jpeg_crops (the preprocessing's JPEG round trip), expert_bn ("train": the original never puts the
     frozen expert in eval mode), keep_checkpoints (newest kept per stage).
@@ -123,8 +126,18 @@ def stage_settings(config: Wav2LipConfig, budget: Budget) -> tuple["StageSetting
     return expert, gen
 
 
-def _resolve_precision(choice: PrecisionChoice, context_precision: str) -> str:
-    return context_precision if choice == "context" else choice
+def resolve_precision(choice: PrecisionChoice, context_precision: str, device: str, *,
+                      prefer_bf16: bool) -> "Precision":
+    """The precision one network use runs at: the config's choice, or the run's ("context"), resolved
+    by `bench.precision.choose`. Inference passes prefer_bf16=False ("auto" keeps the faithful fp32
+    output); training passes True (bf16 autocast where the device does it natively)."""
+    from bench.precision import choose
+
+    return choose(device, context_precision if choice == "context" else choice, prefer_bf16=prefer_bf16)
+
+
+def _record(precision: "Precision", device: str) -> dict[str, Any]:
+    return {**precision.to_json(), "device": device}
 
 
 class Wav2LipMethod(Method):
@@ -145,6 +158,7 @@ class Wav2LipMethod(Method):
         super().__init__(config, context)
         self._model = None
         self._weights: tuple[WeightUse, ...] = ()
+        self._inference: "Precision | None" = None
 
     # ---------------------------------------------------------------------------------- weights
 
@@ -203,7 +217,17 @@ class Wav2LipMethod(Method):
         warm_up(lambda: predict(self._model, faces, mels, self.context.device, self._precision()), runs=1)
 
     def _precision(self) -> str:
-        return _resolve_precision(self.config.precision, self.context.precision)
+        return self.inference_precision().name
+
+    def inference_precision(self) -> "Precision":
+        """The generator's precision at inference (resolved once; warns once where it is slow)."""
+        if self._inference is None:
+            self._inference = resolve_precision(self.config.precision, self.context.precision, self.context.device,
+                                                prefer_bf16=False)
+            if self._inference.slow:
+                self.context.progress.log(f"warning: wav2lip inference at {self._inference.name}: "
+                                          f"{self._inference.reason}")
+        return self._inference
 
     # ---------------------------------------------------------------------------------- fit
 
@@ -213,7 +237,8 @@ class Wav2LipMethod(Method):
         if found is not None:
             use = self._load_generator(*found)
             return FitReport(weights=(use,), steps=0, seconds=time.monotonic() - t0, budget=budget.describe(),
-                             notes=f"loaded {use.origin} weights; no training")
+                             notes=f"loaded {use.origin} weights; no training",
+                             precision={"generate": _record(self.inference_precision(), self.context.device)})
         return self._train(clips, budget, t0)
 
     def _expert_path(self) -> tuple[Path, str] | None:
@@ -232,7 +257,10 @@ class Wav2LipMethod(Method):
         from methods.wav2lip.train import train_expert, train_generator
 
         cfg, ctx = self.config, self.context
-        precision = _resolve_precision(cfg.train_precision, ctx.precision)
+        train_precision = resolve_precision(cfg.train_precision, ctx.precision, ctx.device, prefer_bf16=True)
+        if train_precision.slow:
+            ctx.progress.log(f"warning: wav2lip training at {train_precision.name}: {train_precision.reason}")
+        precision = train_precision.name
         expert_settings, gen_settings = stage_settings(cfg, budget)
         progress = ctx.progress
         train_pc = [c for c in clips if c.clip.split != "val"]
@@ -286,6 +314,8 @@ class Wav2LipMethod(Method):
         return FitReport(
             weights=(use, *weights), steps=expert_steps + gr.step, seconds=time.monotonic() - t0,
             budget=budget.describe(), curves=curves, notes="; ".join(notes),
+            precision={"train": _record(train_precision, ctx.device),
+                       "generate": _record(self.inference_precision(), ctx.device)},
         )
 
     # ---------------------------------------------------------------------------------- generate

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from bench.availability import Availability, all_of
+from bench.precision import Requested
 from metrics.base import Metric, MetricContext, MetricSpec, Sample, Score, ValueSpec
 from metrics.lpips.specs import BACKBONE_SPECS, HEADS_SPECS
 
@@ -22,11 +23,14 @@ WEIGHTS = (BACKBONE_SPECS["alex"], HEADS_SPECS["alex"], BACKBONE_SPECS["vgg"], H
 class LPIPSConfig:
     """data_range: 255 for the uint8 frames the runner passes. batch_size: frame pairs per forward
     pass (None: 8 for AlexNet, 2 for VGG16, which bounds memory at 512x512 to about 1-2 GB).
-    per_frame_limit: how many per-frame values to keep in the results (evenly subsampled; 0 = all)."""
+    per_frame_limit: how many per-frame values to keep in the results (evenly subsampled; 0 = all).
+    precision: "auto" is true fp32 on every device (a published metric: its values must match the
+    lpips package); an explicit "bf16" / "amp" trades that for speed (`bench.precision`)."""
 
     data_range: float = 255.0
     batch_size: int | None = None
     per_frame_limit: int = 250
+    precision: Requested = "auto"
 
 
 _DEFAULT_BATCH = {"alex": 8, "vgg": 2}
@@ -37,9 +41,18 @@ class _LPIPSMetric(Metric):
     value_name: ClassVar[str]
 
     def __init__(self, config: Any, context: MetricContext):
+        from bench.precision import choose
+
         super().__init__(config, context)
-        self._model = None
+        self._model = None  # the backbone and heads, loaded on first use and kept for every sample
         self._used: list[dict[str, str]] = []
+        self.precision = choose(context.device, (config or LPIPSConfig()).precision, prefer_bf16=False)
+        if self.precision.slow:
+            context.progress.log(f"warning: {self.spec.name} runs at {self.precision.name}: {self.precision.reason}")
+
+    def precision_used(self) -> dict[str, dict[str, Any]]:
+        """The precision of this metric's network, for the manifest."""
+        return {"lpips": {**self.precision.to_json(), "device": self.context.device}}
 
     @classmethod
     def availability(cls, config: Any) -> Availability:
@@ -88,8 +101,9 @@ class _LPIPSMetric(Metric):
             return {self.value_name: Score.missing("unavailable", str(e))}
         per_frame = lpips_distance(sample.generated, sample.ground_truth, model, cfg.data_range,
                                    batch_size=cfg.batch_size or _DEFAULT_BATCH[self.net],
-                                   progress=self.context.progress)
+                                   progress=self.context.progress, precision=self.precision)
         return {self.value_name: Score.ok(clip_mean(per_frame), version="0.1", backbone=self.net,
+                                          precision=self.precision.name,
                                           per_frame=per_frame_list(per_frame, cfg.per_frame_limit))}
 
 

@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     import torch
     from torch import nn
 
+    from bench.precision import Precision
     from bench.progress import Progress
 
 SHIFT = (-0.030, -0.088, -0.188)
@@ -119,7 +120,8 @@ def frames_to_unit_range(frames: "torch.Tensor", data_range: float) -> "torch.Te
 
 
 def lpips_distance(a: Any, b: Any, net: "nn.Module", data_range: float, *, batch_size: int = 4,
-                   progress: "Progress | None" = None) -> "np.ndarray | torch.Tensor":
+                   progress: "Progress | None" = None,
+                   precision: "Precision | None" = None) -> "np.ndarray | torch.Tensor":
     """LPIPS per frame between two clips.
 
     a, b: (T, H, W, 3) RGB clips, numpy or torch, same shape, values in [0, data_range] (uint8
@@ -127,6 +129,8 @@ def lpips_distance(a: Any, b: Any, net: "nn.Module", data_range: float, *, batch
     device (the net is moved there); numpy input is scored on the net's device. Returns (T,) float64
     (numpy for numpy input, a tensor on the input's device otherwise). `batch_size` frames at a
     time keep memory bounded (VGG at 512x512 needs about 0.6 GB of activations per frame pair).
+    `precision`: a `bench.precision.Precision`; None or fp32 is the faithful path (true fp32, no
+    TF32), anything else runs the net under that autocast region.
     """
     import torch
 
@@ -141,7 +145,9 @@ def lpips_distance(a: Any, b: Any, net: "nn.Module", data_range: float, *, batch
     else:
         device = net.shift.device
     out = torch.empty(ta.shape[0], dtype=torch.float64, device=device)
-    with torch.inference_mode(), true_fp32(torch.device(device)):
+    faithful = precision is None or precision.name == "fp32"
+    region = true_fp32(torch.device(device)) if faithful else precision.autocast(str(device))
+    with torch.inference_mode(), region:
         for s, e in tracked(batch_spans(ta.shape[0], batch_size), progress, f"LPIPS ({net.arch.name})"):
             x0 = frames_to_unit_range(ta[s:e].to(device), data_range)
             x1 = frames_to_unit_range(tb[s:e].to(device), data_range)
