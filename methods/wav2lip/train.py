@@ -14,30 +14,33 @@ Stage 2 (wav2lip_train.py / hq_wav2lip_train.py): the generator with the frozen 
   use batch statistics (`expert_bn="train"`, the faithful default).
 
 Suite differences (documented in docs/wav2lip.md): the step counts, intervals and evaluation sizes
-come from the budget (`Schedule`); checkpoints are written at each interval and when training stops
-(not at step 1), and only the newest `keep` are kept; a JSON sidecar next to each checkpoint holds
-what the official globals held (syncnet_wt, loss curves), so a rerun resumes exactly.
+come from the budget (`Schedule`). Both stages are tasks of the suite's one training loop
+(bench/trainer.py): it checkpoints the complete state (networks, optimisers, scalers, syncnet_wt,
+curves) every interval, every few wall minutes, on Ctrl-C / SIGTERM and at the end, resumes from it,
+and continues a finished stage when asked for more steps. When a stage stops, its final state is
+exported as official checkpoints (`checkpoint_step{:09d}.pth`, `disc_` for the discriminator; the
+newest `keep` are kept), which the method and the official scripts load. Batches are drawn from
+(seed, stage, step), so a run continued from step N equals a straight run.
 """
 
 from __future__ import annotations
 
-import json
 import math
-import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Literal, Sequence
 
 import numpy as np
 
-from methods.wav2lip.checkpoint import (checkpoint_name, latest_checkpoint, load_into, read_checkpoint,
-                                        save_checkpoint)
+from methods.wav2lip.checkpoint import checkpoint_name, load_into, read_checkpoint, save_checkpoint
 from methods.wav2lip.data import ClipData, batch, expert_sample, generator_sample
 
 if TYPE_CHECKING:
     import torch
 
+    from bench.precision import Precision as PrecisionRule
     from bench.progress import Progress
+    from bench.trainer import TrainResult, TrainSettings
 
 Precision = Literal["fp32", "bf16", "amp"]
 SYNC_SWITCH_THRESHOLD = 0.75
@@ -56,6 +59,7 @@ class StageSettings:
     eval_batches: int = 1400
     log_every: int = 1
     keep: int = 2
+    checkpoint_seconds: float | None = 180.0   # also checkpoint after this much wall time (None: off)
 
 
 @dataclass(frozen=True)
@@ -87,7 +91,8 @@ def official_generator_settings(steps: int, gan: bool, **changes: Any) -> Genera
 
 @dataclass
 class StageResult:
-    """What a stage left behind: the final checkpoint, its step, curves and the last evaluation."""
+    """What a stage left behind: the final checkpoint (official format), its step, curves and the
+    last evaluation."""
 
     checkpoint: Path | None
     step: int
@@ -96,21 +101,14 @@ class StageResult:
     eval_curve: list[dict[str, float]] = field(default_factory=list)
     stopped: str = "steps"          # "steps", "deadline", or "done-before" (nothing left to do)
     syncnet_wt: float = 0.0
+    resumed_from: int = 0
+    precision: str = "fp32"
 
 
-def autocast(device: str, precision: Precision):
-    from methods.wav2lip.inference import autocast_context
+def _precision(device: str, precision: "PrecisionRule | str") -> "PrecisionRule":
+    from bench.trainer import resolve_precision
 
-    return autocast_context(device, precision)
-
-
-def _scaler(device: str, precision: Precision):
-    """A GradScaler for fp16 AMP on CUDA, else None (bf16 needs none)."""
-    import torch
-
-    if precision == "amp" and str(device).startswith("cuda"):
-        return torch.amp.GradScaler("cuda")
-    return None
+    return resolve_precision(precision, device)
 
 
 def _step(loss: "torch.Tensor", optimizer, scaler) -> None:
@@ -133,57 +131,18 @@ def _tensors(arrays: Sequence[np.ndarray], device: str) -> list["torch.Tensor"]:
     return [torch.from_numpy(np.ascontiguousarray(a)).to(device) for a in arrays]
 
 
-def _state_path(folder: Path, step: int) -> Path:
-    return folder / f"train_state_step{step:09d}.json"
-
-
-def _write_state(folder: Path, step: int, state: dict[str, Any]) -> None:
-    from bench.cache import atomic_write_text
-
-    atomic_write_text(_state_path(folder, step), json.dumps(state))
-
-
-def _read_state(folder: Path, step: int) -> dict[str, Any]:
-    p = _state_path(folder, step)
-    return json.loads(p.read_text()) if p.is_file() else {}
-
-
-def _prune(folder: Path, keep: int, prefixes: Sequence[str]) -> None:
-    """Delete all but the newest `keep` checkpoints (and their sidecars)."""
-    steps = sorted({int(p.name[-13:-4]) for p in folder.glob("checkpoint_step*.pth")})
-    for s in steps[:-keep] if keep > 0 else []:
-        for prefix in prefixes:
-            (folder / checkpoint_name(s, prefix)).unlink(missing_ok=True)
-        _state_path(folder, s).unlink(missing_ok=True)
-
-
 def _epoch(step: int, n_clips: int, batch_size: int) -> int:
     """The original counts epochs as passes over its loader of one item per video."""
     return step // max(1, math.ceil(n_clips / batch_size))
 
 
-class _Logger:
-    """Averages losses over `every` steps into curve rows {"step", "loss", ...}."""
+def _seeded(seed: int, build: Callable[[], Any]) -> Any:
+    """`build()` under torch.manual_seed(seed), without changing the caller's random state."""
+    import torch
 
-    def __init__(self, every: int, curve: list[dict[str, float]]):
-        self.every, self.curve = max(1, every), curve
-        self._sum: dict[str, float] = {}
-        self._n = 0
-
-    def add(self, step: int, values: dict[str, float], force: bool = False) -> None:
-        for k, v in values.items():
-            self._sum[k] = self._sum.get(k, 0.0) + float(v)
-        self._n += 1
-        if self._n >= self.every or force:
-            self.flush(step)
-
-    def flush(self, step: int) -> None:
-        if self._n:
-            self.curve.append({"step": float(step), **{k: v / self._n for k, v in self._sum.items()}})
-            self._sum, self._n = {}, 0
-
-
-# ----------------------------------------------------------------------------------------- stage 1
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return build()
 
 
 def _batches(n: int, progress: "Progress | None", label: str):
@@ -191,123 +150,122 @@ def _batches(n: int, progress: "Progress | None", label: str):
     return progress.track(rounds, label, total=len(rounds)) if progress is not None else rounds
 
 
+def _trainer_settings(settings: StageSettings, label: str, eval_first: bool = False) -> "TrainSettings":
+    from bench.trainer import TrainSettings
+
+    return TrainSettings(steps=settings.steps, checkpoint_every=settings.checkpoint_interval,
+                         checkpoint_seconds=settings.checkpoint_seconds, eval_every=settings.eval_interval,
+                         eval_first=eval_first, log_every=settings.log_every, label=label)
+
+
+def _export(folder: Path, step: int, n_clips: int, settings: StageSettings, parts) -> Path:
+    """The official-format files of the final state (`checkpoint_step{step:09d}.pth`, `disc_` for the
+    discriminator), which official scripts and the method load; older exports beyond `keep` go."""
+    path = folder / checkpoint_name(step)
+    if not all((folder / checkpoint_name(step, prefix)).is_file() for prefix, _, _ in parts):
+        for prefix, model, opt in parts:
+            save_checkpoint(folder, model, opt, step, _epoch(step, n_clips, settings.batch_size), prefix)
+    _prune(folder, settings.keep, [prefix for prefix, _, _ in parts])
+    return path
+
+
+def _prune(folder: Path, keep: int, prefixes: Sequence[str]) -> None:
+    """Delete all but the newest `keep` exported checkpoints (keep <= 0: keep all)."""
+    steps = sorted({int(p.name[-13:-4]) for p in folder.glob("checkpoint_step*.pth")})
+    for s in steps[:-keep] if keep > 0 else []:
+        for prefix in prefixes:
+            (folder / checkpoint_name(s, prefix)).unlink(missing_ok=True)
+
+
+def _result(out: "TrainResult", checkpoint: Path, syncnet_wt: float = 0.0) -> StageResult:
+    return StageResult(checkpoint, out.steps_done, out.seconds, out.curves["train"], out.curves["eval"],
+                       out.stopped, syncnet_wt, out.resumed_from, out.precision.name)
+
+
+# ----------------------------------------------------------------------------------------- stage 1
+
+
 def evaluate_expert(model, clips: Sequence[ClipData], settings: StageSettings, device: str,
-                    precision: Precision, seed: int, progress: "Progress | None" = None) -> float:
+                    precision: "PrecisionRule | str", seed: int, progress: "Progress | None" = None) -> float:
     """Mean BCE over `eval_batches` batches in eval mode (the same batches every time: seeded)."""
     import torch
 
     from methods.wav2lip.models import cosine_bce
 
+    prec = _precision(device, precision)
     model.eval()
     losses = []
     with torch.no_grad():
         for b in _batches(settings.eval_batches, progress, "wav2lip: evaluate expert"):
             x, mel, y = _tensors(batch(expert_sample, clips, _rng(seed, 11, b), settings.batch_size), device)
-            with autocast(device, precision):
+            with prec.autocast(device):
                 a, v = model(mel, x)
             losses.append(float(cosine_bce(a, v, y)))
     return float(np.mean(losses))
 
 
+class ExpertTask:
+    """Stage 1 as a bench.trainer task: SyncNet_color, Adam, BCE on the cosine similarity. Batches
+    come from (seed, 1, step), so a continued run draws what a straight one would."""
+
+    def __init__(self, train: Sequence[ClipData], held_out: Sequence[ClipData], settings: StageSettings,
+                 device: str, precision: "PrecisionRule", seed: int, progress: "Progress | None" = None):
+        import torch
+
+        from bench.trainer import grad_scaler
+        from methods.wav2lip.models import SyncNet_color
+
+        self.train_clips, self.held_out, self.settings = train, held_out, settings
+        self.device, self.precision, self.seed, self.progress = device, precision, seed, progress
+        self.model = _seeded(seed, SyncNet_color).to(device)
+        self.opt = torch.optim.Adam([p for p in self.model.parameters() if p.requires_grad], lr=settings.lr,
+                                    betas=settings.betas)
+        self.scaler = grad_scaler(precision, device)
+
+    def parts(self):
+        return [("", self.model, self.opt)]
+
+    def state(self) -> dict[str, Any]:
+        return {"model": self.model.state_dict(), "optimizer": self.opt.state_dict(),
+                "scaler": self.scaler.state_dict() if self.scaler is not None else {}}
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        self.model.load_state_dict(state["model"])
+        self.opt.load_state_dict(state["optimizer"])
+        if self.scaler is not None and state.get("scaler"):
+            self.scaler.load_state_dict(state["scaler"])
+
+    def step(self, step: int, autocast) -> dict[str, float]:
+        from methods.wav2lip.models import cosine_bce
+
+        self.model.train()
+        x, mel, y = _tensors(batch(expert_sample, self.train_clips, _rng(self.seed, 1, step),
+                                   self.settings.batch_size), self.device)
+        self.opt.zero_grad()
+        with autocast:
+            a, v = self.model(mel, x)
+        loss = cosine_bce(a, v, y)
+        _step(loss, self.opt, self.scaler)
+        return {"loss": loss.item()}
+
+    def evaluate(self, step: int) -> dict[str, float]:
+        return {"eval_loss": evaluate_expert(self.model, self.held_out, self.settings, self.device, self.precision,
+                                             self.seed, self.progress)}
+
+
 def train_expert(train: Sequence[ClipData], held_out: Sequence[ClipData], settings: StageSettings,
-                 folder: Path, device: str = "cpu", precision: Precision = "fp32", seed: int = 0,
+                 folder: Path, device: str = "cpu", precision: "PrecisionRule | str" = "fp32", seed: int = 0,
                  deadline: float | None = None, progress: "Progress | None" = None) -> StageResult:
-    """Train (or resume) SyncNet_color in `folder` until `settings.steps` or the deadline."""
-    import torch
+    """Train (or continue) SyncNet_color in `folder` with bench.trainer until `settings.steps` or the
+    deadline; the final state is exported as an official checkpoint. `precision`: a bench.precision
+    `Precision` or a request ("auto", "fp32", "bf16", "amp") resolved on `device`."""
+    from bench.trainer import train as run
 
-    from methods.wav2lip.models import SyncNet_color, cosine_bce
-
-    folder.mkdir(parents=True, exist_ok=True)
-    torch.manual_seed(seed)
-    model = SyncNet_color().to(device)
-    opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=settings.lr, betas=settings.betas)
-    step, state = _resume(folder, model, opt, device)
-    res = StageResult(latest_checkpoint(folder), step, float(state.get("seconds", 0.0)),
-                      state.get("curve", []), state.get("eval_curve", []))
-    if step >= settings.steps:
-        res.stopped = "done-before"
-        return res
-    scaler = _scaler(device, precision)
-    log = _Logger(settings.log_every, res.curve)
-    t0 = time.monotonic()
-    task = progress.task("wav2lip: train expert (stage 1)", total=settings.steps) if progress else None
-    if task:
-        task.advance(step)
-    try:
-        while step < settings.steps:
-            if deadline is not None and time.monotonic() >= deadline:
-                res.stopped = "deadline"
-                break
-            model.train()
-            x, mel, y = _tensors(batch(expert_sample, train, _rng(seed, 1, step), settings.batch_size), device)
-            opt.zero_grad()
-            with autocast(device, precision):
-                a, v = model(mel, x)
-            loss = cosine_bce(a, v, y)
-            _step(loss, opt, scaler)
-            step += 1
-            log.add(step, {"loss": loss.item()}, force=step == settings.steps)
-            if task:
-                task.advance(loss=loss.item())
-            last = step >= settings.steps or (deadline is not None and time.monotonic() >= deadline)
-            if step % settings.eval_interval == 0 or last:
-                ev = evaluate_expert(model, held_out, settings, device, precision, seed, progress)
-                res.eval_curve.append({"step": float(step), "eval_loss": ev})
-            if step % settings.checkpoint_interval == 0 or last:
-                log.flush(step)
-                res.seconds += time.monotonic() - t0
-                t0 = time.monotonic()
-                res.checkpoint = _save(folder, step, _epoch(step, len(train), settings.batch_size),
-                                       [("", model, opt)], res, settings.keep)
-    finally:
-        if task:
-            task.__exit__(None, None, None)
-    return _finish(folder, step, t0, len(train), settings, [("", model, opt)], res, log)
-
-
-def _resume(folder: Path, model, opt, device: str, prefix: str = "") -> tuple[int, dict[str, Any]]:
-    """Load the newest checkpoint in `folder` (model + optimizer); returns (step, sidecar state)."""
-    path = latest_checkpoint(folder, prefix)
-    if path is None:
-        return 0, {}
-    ckpt = read_checkpoint(path)
-    load_into(model, ckpt)
-    if opt is not None and ckpt.optimizer is not None:
-        opt.load_state_dict(ckpt.optimizer)
-        _optimizer_to(opt, device)
-    return ckpt.global_step, _read_state(folder, ckpt.global_step)
-
-
-def _optimizer_to(opt, device: str) -> None:
-    import torch
-
-    for st in opt.state.values():
-        for k, v in st.items():
-            if isinstance(v, torch.Tensor) and k != "step":
-                st[k] = v.to(device)
-
-
-def _finish(folder: Path, step: int, t0: float, n_clips: int, settings: StageSettings, parts,
-            res: StageResult, log) -> StageResult:
-    """End of a training stage (steps done, deadline hit or interrupted): the last step is always
-    checkpointed, so a rerun resumes exactly where this one stopped."""
-    log.flush(step)
-    res.step = step
-    if res.checkpoint is None or not res.checkpoint.name.endswith(f"{step:09d}.pth"):
-        res.seconds += time.monotonic() - t0
-        res.checkpoint = _save(folder, step, _epoch(step, n_clips, settings.batch_size), parts, res, settings.keep)
-    return res
-
-
-def _save(folder: Path, step: int, epoch: int, parts, res: StageResult, keep: int) -> Path:
-    first = None
-    for prefix, model, opt in parts:
-        p = save_checkpoint(folder, model, opt, step, epoch, prefix)
-        first = first or p
-    _write_state(folder, step, {"seconds": res.seconds, "curve": res.curve, "eval_curve": res.eval_curve,
-                                "syncnet_wt": res.syncnet_wt})
-    _prune(folder, keep, [prefix for prefix, _, _ in parts])
-    return first
+    prec = _precision(device, precision)
+    task = ExpertTask(train, held_out, settings, device, prec, seed, progress)
+    out = run(task, folder, _trainer_settings(settings, "wav2lip: train expert (stage 1)"), device=device,
+              precision=prec, deadline=deadline, progress=progress)
+    return _result(out, _export(folder, out.steps_done, len(train), settings, task.parts()))
 
 
 def load_expert(path: Path, device: str = "cpu"):
@@ -337,7 +295,7 @@ def sync_loss(expert, mel: "torch.Tensor", generated: "torch.Tensor") -> "torch.
 
 
 def evaluate_generator(model, disc, expert, clips: Sequence[ClipData], settings: GeneratorSettings,
-                       device: str, precision: Precision, seed: int, syncnet_wt: float,
+                       device: str, precision: "PrecisionRule | str", seed: int, syncnet_wt: float,
                        progress: "Progress | None" = None) -> dict[str, float]:
     """Mean losses over `eval_batches` seeded batches, models in eval mode (expert as configured)."""
     import torch
@@ -345,6 +303,7 @@ def evaluate_generator(model, disc, expert, clips: Sequence[ClipData], settings:
 
     from methods.wav2lip.models import bce
 
+    prec = _precision(device, precision)
     model.eval()
     if disc is not None:
         disc.eval()
@@ -352,7 +311,7 @@ def evaluate_generator(model, disc, expert, clips: Sequence[ClipData], settings:
     with torch.no_grad():
         for b in _batches(settings.eval_batches, progress, "wav2lip: evaluate generator"):
             x, indiv, mel, gt = _tensors(batch(generator_sample, clips, _rng(seed, 12, b), settings.batch_size), device)
-            with autocast(device, precision):
+            with prec.autocast(device):
                 g = model(indiv, x)
                 s = sync_loss(expert, mel, g)
                 l1 = F.l1_loss(g.float(), gt)
@@ -369,108 +328,142 @@ def evaluate_generator(model, disc, expert, clips: Sequence[ClipData], settings:
     return {k: float(np.mean(v)) for k, v in rows.items()}
 
 
+class GeneratorTask:
+    """Stage 2 as a bench.trainer task: the generator against the frozen expert, plus the quality
+    discriminator when `settings.gan`. `syncnet_wt` is part of the state; the official switch is
+    decided on the scheduled evaluations (every eval_interval steps, and after step 1 when
+    eval_at_first_step), never on the report-only one at the end of a run, so a run stopped early
+    and continued trains as a straight one."""
+
+    def __init__(self, train: Sequence[ClipData], held_out: Sequence[ClipData], expert_path: Path,
+                 settings: GeneratorSettings, device: str, precision: "PrecisionRule", seed: int,
+                 progress: "Progress | None" = None,
+                 on_eval: Callable[[dict[str, float]], None] | None = None):
+        import torch
+
+        from bench.trainer import grad_scaler
+        from methods.wav2lip.models import Wav2Lip, Wav2Lip_disc_qual
+
+        self.train_clips, self.held_out, self.expert_path, self.settings = train, held_out, expert_path, settings
+        self.device, self.precision, self.seed, self.progress, self.on_eval = device, precision, seed, progress, on_eval
+        # The discriminator is drawn right after the generator from the same seed (as before the move).
+        self.model, disc = _seeded(seed + 1, lambda: (Wav2Lip(), Wav2Lip_disc_qual() if settings.gan else None))
+        self.model.to(device)
+        self.opt = torch.optim.Adam([p for p in self.model.parameters() if p.requires_grad], lr=settings.lr,
+                                    betas=settings.betas)
+        self.disc = self.disc_opt = None
+        if disc is not None:
+            self.disc = disc.to(device)
+            self.disc_opt = torch.optim.Adam([p for p in self.disc.parameters() if p.requires_grad],
+                                             lr=settings.disc_lr, betas=settings.disc_betas)
+        self.g_scaler, self.d_scaler = grad_scaler(precision, device), grad_scaler(precision, device)
+        self.syncnet_wt = 0.0
+        self.expert = None
+
+    def parts(self):
+        return [("", self.model, self.opt)] + ([("disc_", self.disc, self.disc_opt)] if self.disc is not None else [])
+
+    def state(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"model": self.model.state_dict(), "optimizer": self.opt.state_dict(),
+                               "syncnet_wt": float(self.syncnet_wt)}
+        if self.disc is not None:
+            out.update(disc=self.disc.state_dict(), disc_optimizer=self.disc_opt.state_dict())
+        for name in ("g_scaler", "d_scaler"):
+            scaler = getattr(self, name)
+            out[name] = scaler.state_dict() if scaler is not None else {}
+        return out
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        self.model.load_state_dict(state["model"])
+        self.opt.load_state_dict(state["optimizer"])
+        if self.disc is not None:
+            if "disc" not in state:
+                raise ValueError("wav2lip: the checkpoint has no quality discriminator (trained with gan=false)")
+            self.disc.load_state_dict(state["disc"])
+            self.disc_opt.load_state_dict(state["disc_optimizer"])
+        for name in ("g_scaler", "d_scaler"):
+            scaler = getattr(self, name)
+            if scaler is not None and state.get(name):
+                scaler.load_state_dict(state[name])
+        self.syncnet_wt = float(state.get("syncnet_wt", 0.0))
+
+    def begin(self, step: int) -> None:
+        """The frozen expert is loaded only when there is training to do."""
+        self.expert = load_expert(self.expert_path, self.device)
+        self.expert.train(self.settings.expert_bn == "train")
+
+    def step(self, step: int, autocast) -> dict[str, float]:
+        import torch
+        import torch.nn.functional as F
+
+        from methods.wav2lip.models import bce
+
+        model, disc, settings, device = self.model, self.disc, self.settings, self.device
+        model.train()
+        if disc is not None:
+            disc.train()
+        x, indiv, mel, gt = _tensors(batch(generator_sample, self.train_clips, _rng(self.seed, 2, step),
+                                           settings.batch_size), device)
+        self.opt.zero_grad()
+        if self.disc_opt is not None:
+            self.disc_opt.zero_grad()
+        wt = self.syncnet_wt
+        with autocast:
+            g = model(indiv, x)
+            s = sync_loss(self.expert, mel, g) if wt > 0 else torch.zeros((), device=device)
+            perc = (disc.perceptual_loss(g) if disc is not None and settings.disc_wt > 0
+                    else torch.zeros((), device=device))
+        l1 = F.l1_loss(g.float(), gt)
+        loss = wt * s + settings.disc_wt * perc + (1.0 - wt - settings.disc_wt) * l1
+        _step(loss, self.opt, self.g_scaler)
+        vals = {"loss": loss.item(), "l1": l1.item(), "sync": s.item(), "syncnet_wt": wt}
+        if disc is not None:
+            self.disc_opt.zero_grad()
+            with autocast:
+                real = bce(disc(gt), torch.ones(gt.size(0) * gt.size(2), 1, device=device))
+                fake = bce(disc(g.detach()), torch.zeros(g.size(0) * g.size(2), 1, device=device))
+            if self.d_scaler is None:
+                real.backward()
+                fake.backward()
+                self.disc_opt.step()
+            else:
+                self.d_scaler.scale(real).backward()
+                self.d_scaler.scale(fake).backward()
+                self.d_scaler.step(self.disc_opt)
+                self.d_scaler.update()
+            vals.update(perceptual=perc.item(), disc_real=real.item(), disc_fake=fake.item())
+        return vals
+
+    def scheduled(self, step: int) -> bool:
+        s = self.settings
+        return step % s.eval_interval == 0 or (s.eval_at_first_step and step == 1)
+
+    def evaluate(self, step: int) -> dict[str, float]:
+        ev = evaluate_generator(self.model, self.disc, self.expert, self.held_out, self.settings, self.device,
+                                self.precision, self.seed, self.syncnet_wt, self.progress)
+        if self.scheduled(step) and ev["eval_sync"] < SYNC_SWITCH_THRESHOLD:
+            self.syncnet_wt = self.settings.sync_wt_after_switch
+        if self.on_eval:
+            self.on_eval(ev)
+        return {**ev, "syncnet_wt": self.syncnet_wt}
+
+
 def train_generator(train: Sequence[ClipData], held_out: Sequence[ClipData], expert_path: Path,
-                    settings: GeneratorSettings, folder: Path, device: str = "cpu", precision: Precision = "fp32",
-                    seed: int = 0, deadline: float | None = None, progress: "Progress | None" = None,
+                    settings: GeneratorSettings, folder: Path, device: str = "cpu",
+                    precision: "PrecisionRule | str" = "fp32", seed: int = 0, deadline: float | None = None,
+                    progress: "Progress | None" = None,
                     on_eval: Callable[[dict[str, float]], None] | None = None) -> StageResult:
-    """Train (or resume) the generator (and the quality discriminator when settings.gan) in `folder`."""
-    import torch
-    import torch.nn.functional as F
+    """Train (or continue) the generator (and the quality discriminator when settings.gan) in `folder`
+    with bench.trainer; the final state is exported as official checkpoints (generator + `disc_`)."""
+    from bench.trainer import train as run
 
-    from methods.wav2lip.models import Wav2Lip, Wav2Lip_disc_qual, bce
-
-    folder.mkdir(parents=True, exist_ok=True)
-    torch.manual_seed(seed + 1)
-    model = Wav2Lip().to(device)
-    opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=settings.lr, betas=settings.betas)
-    disc = disc_opt = None
-    if settings.gan:
-        disc = Wav2Lip_disc_qual().to(device)
-        disc_opt = torch.optim.Adam([p for p in disc.parameters() if p.requires_grad], lr=settings.disc_lr,
-                                    betas=settings.disc_betas)
-    step, state = _resume(folder, model, opt, device)
-    if disc is not None and step > 0:
-        d_step, _ = _resume(folder, disc, disc_opt, device, prefix="disc_")
-        if d_step != step:
-            raise RuntimeError(f"{folder}: generator checkpoint at step {step} but discriminator at {d_step}")
-    res = StageResult(latest_checkpoint(folder), step, float(state.get("seconds", 0.0)),
-                      state.get("curve", []), state.get("eval_curve", []), syncnet_wt=float(state.get("syncnet_wt", 0.0)))
-    if step >= settings.steps:
-        res.stopped = "done-before"
-        return res
-    expert = load_expert(expert_path, device)
-    expert.train(settings.expert_bn == "train")
-    g_scaler, d_scaler = _scaler(device, precision), _scaler(device, precision)
-    log = _Logger(settings.log_every, res.curve)
-    parts = [("", model, opt)] + ([("disc_", disc, disc_opt)] if disc is not None else [])
-    t0 = time.monotonic()
-    task = progress.task("wav2lip: train generator (stage 2)", total=settings.steps) if progress else None
-    if task:
-        task.advance(step)
-
-    def run_eval() -> None:
-        ev = evaluate_generator(model, disc, expert, held_out, settings, device, precision, seed, res.syncnet_wt,
-                                progress)
-        if ev["eval_sync"] < SYNC_SWITCH_THRESHOLD:
-            res.syncnet_wt = settings.sync_wt_after_switch
-        res.eval_curve.append({"step": float(step), **ev, "syncnet_wt": res.syncnet_wt})
-        if on_eval:
-            on_eval(ev)
-
-    try:
-        while step < settings.steps:
-            if deadline is not None and time.monotonic() >= deadline:
-                res.stopped = "deadline"
-                break
-            model.train()
-            if disc is not None:
-                disc.train()
-            x, indiv, mel, gt = _tensors(batch(generator_sample, train, _rng(seed, 2, step), settings.batch_size), device)
-            opt.zero_grad()
-            if disc_opt is not None:
-                disc_opt.zero_grad()
-            wt = res.syncnet_wt
-            with autocast(device, precision):
-                g = model(indiv, x)
-                s = sync_loss(expert, mel, g) if wt > 0 else torch.zeros((), device=device)
-                perc = (disc.perceptual_loss(g) if disc is not None and settings.disc_wt > 0
-                        else torch.zeros((), device=device))
-            l1 = F.l1_loss(g.float(), gt)
-            loss = wt * s + settings.disc_wt * perc + (1.0 - wt - settings.disc_wt) * l1
-            _step(loss, opt, g_scaler)
-            vals = {"loss": loss.item(), "l1": l1.item(), "sync": s.item(), "syncnet_wt": wt}
-            if disc is not None:
-                disc_opt.zero_grad()
-                with autocast(device, precision):
-                    real = bce(disc(gt), torch.ones(gt.size(0) * gt.size(2), 1, device=device))
-                    fake = bce(disc(g.detach()), torch.zeros(g.size(0) * g.size(2), 1, device=device))
-                if d_scaler is None:
-                    real.backward()
-                    fake.backward()
-                    disc_opt.step()
-                else:
-                    d_scaler.scale(real).backward()
-                    d_scaler.scale(fake).backward()
-                    d_scaler.step(disc_opt)
-                    d_scaler.update()
-                vals.update(perceptual=perc.item(), disc_real=real.item(), disc_fake=fake.item())
-            step += 1
-            log.add(step, vals, force=step == settings.steps)
-            if task:
-                task.advance(loss=vals["loss"], l1=vals["l1"])
-            last = step >= settings.steps or (deadline is not None and time.monotonic() >= deadline)
-            if (settings.eval_at_first_step and step == 1) or step % settings.eval_interval == 0 or last:
-                run_eval()
-            if step % settings.checkpoint_interval == 0 or last:
-                log.flush(step)
-                res.seconds += time.monotonic() - t0
-                t0 = time.monotonic()
-                res.checkpoint = _save(folder, step, _epoch(step, len(train), settings.batch_size), parts, res,
-                                       settings.keep)
-    finally:
-        if task:
-            task.__exit__(None, None, None)
-    return _finish(folder, step, t0, len(train), settings, parts, res, log)
+    prec = _precision(device, precision)
+    task = GeneratorTask(train, held_out, expert_path, settings, device, prec, seed, progress, on_eval)
+    out = run(task, folder, _trainer_settings(settings, "wav2lip: train generator (stage 2)",
+                                              eval_first=settings.eval_at_first_step),
+              device=device, precision=prec, deadline=deadline, progress=progress)
+    path = _export(folder, out.steps_done, len(train), settings, task.parts())
+    return _result(out, path, task.syncnet_wt)
 
 
 def settings_dict(settings: StageSettings) -> dict[str, Any]:
