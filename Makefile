@@ -8,7 +8,7 @@ PYTHON ?= python3
 PIP := $(VENV)/bin/python -m pip
 PIP_FLAGS := --disable-pip-version-check -q -c constraints.txt
 
-.PHONY: demo test install install-dev benchmarks clean
+.PHONY: demo test install install-dev benchmarks gpu-check clean
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -31,6 +31,11 @@ test: $(VENV)/.installed-dev
 
 benchmarks: $(VENV)/.installed-dev
 	$(VENV)/bin/python -m pytest tests/benchmarks --benchmark-only --benchmark-columns=min,mean,median,ops
+
+# Where a CUDA device exists: the demo end to end with --device cuda plus the CUDA tests, as one
+# table (phase times, fps per method, precision per component); says so and stops without one.
+gpu-check: $(VENV)/.installed-dev
+	$(VENV)/bin/python scripts/gpu_check.py
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache .benchmarks
