@@ -119,6 +119,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--methods", type=_csv, default=("all",), metavar="all|A,B",
                    help="prepare the stages these methods need (default: all available)")
     p.add_argument("--workers", type=int, default=2, help="parallel workers (default: 2)")
+    p.add_argument("--device", default="auto",
+                   help="where model stages (HuBERT, 3DMM fit) run: auto | cpu | cuda | cuda:N (default: auto)")
     p.add_argument("--debug-dir", type=Path, default=None,
                    help="also write overlay PNGs (landmarks, boxes, crops, segmentation) for a few frames per clip")
     _add_progress_arg(p)
@@ -206,11 +208,13 @@ def cmd_prepare(args: argparse.Namespace) -> int:
     progress = Progress(args.progress)
     dataset = load(args.dataset, dataset_options(args.limit, args.subjects, args.test_seconds, args.pairs))
     clips = list(dataset.clips) if args.split == "all" else list(dataset.split(args.split))
-    recipe = Recipe(Cache(), progress, clips=dataset.clips)  # every clip: subject stages see the subject's train clips
+    device = resolve_device(args.device)
+    # every clip: subject stages see the subject's train clips
+    recipe = Recipe(Cache(), progress, clips=dataset.clips, device=device)
     if args.stages:
         stages = list(args.stages)
     else:
-        chosen = [m for m in resolve_methods(args.methods, {}, resolve_device("auto"), recipe) if m.availability.ok]
+        chosen = [m for m in resolve_methods(args.methods, {}, device, recipe) if m.availability.ok]
         stages = sorted({s for m in chosen for s in m.spec.stages})
     order = stage_order(stages)
     for s in order:
