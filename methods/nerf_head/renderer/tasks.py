@@ -226,11 +226,11 @@ class HeadTask(_Base):
                 gt_sr = f.image(f.gt_sr, i)
                 sr_mse = torch.mean((out["sr_rgb"] - gt_sr) ** 2)
                 loss = loss + sr_mse
-                logs["sr_mse"] = float(sr_mse)
+                logs["sr_mse"] = float(sr_mse.detach())
             if self._perceptual_on(step):
                 lp = _lpips(self.lpips, out["rgb"], gt)
                 loss = loss + t.lambda_lpips * lp
-                logs["lpips"] = float(lp)
+                logs["lpips"] = float(lp.detach())
                 if sr_on:
                     r0, r1, c0, c1 = (2 * v for v in f.lips[i])
                     loss = loss + 0.5 * t.lambda_lpips * _lpips(self.lpips, out["sr_rgb"], gt_sr)
@@ -238,12 +238,13 @@ class HeadTask(_Base):
                         loss = loss + 0.5 * t.lambda_lpips * _lpips(
                             self.lpips, out["sr_rgb"][..., r0:r1, c0:c1], gt_sr[..., r0:r1, c0:c1])
         self._backward(loss, self.optimizer)
-        amb = float(ambient)
+        amb = float(ambient.detach())
         with torch.no_grad():
             step_l = math.log10(amb + 1e-15) - math.log10(t.target_ambient + 1e-15)
             m.lambda_ambient.add_(t.lr_lambda_ambient * step_l).clamp_(0, 1000)
+        loss, mse = loss.detach(), mse.detach()
         logs.update({"loss": float(loss), "mse": float(mse), "psnr": -10 * math.log10(max(float(mse), 1e-12)),
-                     "entropy": float(entropy), "ambient": amb, "lambda_ambient": float(m.lambda_ambient.item()),
+                     "entropy": float(entropy.detach()), "ambient": amb, "lambda_ambient": float(m.lambda_ambient.item()),
                      "samples_per_ray": float(out["samples"]) / out["weights_sum"].numel(), "lr": lr,
                      "mean_density": m.mean_density})
         return logs
@@ -364,15 +365,16 @@ class TorsoTask(_Base):
                 target_sr = f.image(f.bg_torso_sr, i)
                 sr_mse = torch.mean((out["sr_torso_rgb"] - target_sr) ** 2)
                 loss = loss + sr_mse
-                logs["sr_mse"] = float(sr_mse)
+                logs["sr_mse"] = float(sr_mse.detach())
             if self._perceptual_on(step):
                 loss = loss + 0.5 * t.lambda_lpips * _lpips(self.lpips, out["torso_rgb"], target)
                 if sr_on:
                     loss = loss + 0.5 * t.lambda_lpips * _lpips(self.lpips, out["sr_torso_rgb"], target_sr)
         if loss.requires_grad:
             self._backward(loss, self.optimizer)
+        loss, mse = loss.detach(), mse.detach()
         logs.update({"loss": float(loss), "mse": float(mse), "psnr": -10 * math.log10(max(float(mse), 1e-12)),
-                     "entropy": float(entropy), "lr": lr, "mean_density_torso": m.mean_density_torso})
+                     "entropy": float(entropy.detach()), "lr": lr, "mean_density_torso": m.mean_density_torso})
         return logs
 
     @torch.no_grad()
