@@ -30,12 +30,12 @@ Training (our recipe; syncnet_python ships no training code), shaped by what 2 C
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
+import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Literal, Sequence
 
 import numpy as np
 
@@ -52,6 +52,7 @@ if TYPE_CHECKING:
     from metrics.sync.model import SyncNetModel
 
 CHECKPOINT = "sync_suite.pt"
+TRAIN_FOLDER = "train"               # bench.trainer's folder inside the metric's work folder
 PROTOCOL = "tracked"
 MOUTH_REGION = (72, 184, 56, 168)   # rows, columns of the 224x224 run_pipeline crop around the mouth
 LIP_TRUNK = 18                      # netcnnlip[:18]: everything before the last conv block (frozen)
@@ -68,9 +69,12 @@ class SuiteSyncConfig:
     batch_windows, blocks: video windows per step, drawn as `blocks` runs of consecutive windows;
     max_shift: audio shifts +-max_shift frames are the candidates of the matching loss (= vshift);
     lr, weight_decay, dropout: AdamW and feature dropout of the head training;
-    bf16: bfloat16 autocast for the head training on CPU (about 1.5x faster here; scoring is fp32);
+    precision: of the head training, by bench.precision's rule: "auto" is bf16 autocast only where
+        the CPU does bf16 natively (AVX-512-BF16 / AMX; about 1.5x faster there), fp32 elsewhere
+        (emulated bf16 ran ~35x slower on an AVX2-only CPU); "fp32" / "bf16" force it; scoring is fp32;
     calibration_windows: training windows whose batch statistics calibrate the trunk's BatchNorms;
-    checkpoint_every: steps between checkpoints (training resumes from the last one);
+    checkpoint_every, checkpoint_seconds: steps / wall seconds between checkpoints (bench.trainer;
+        also on Ctrl-C and at the end; training resumes from the last one);
     batch_size, emulate_codecs: scoring options, as for `lse`.
     """
 
@@ -86,9 +90,10 @@ class SuiteSyncConfig:
     lr: float = 3e-4
     weight_decay: float = 1e-4
     dropout: float = 0.5
-    bf16: bool = True
+    precision: Literal["auto", "fp32", "bf16"] = "auto"
     calibration_windows: int = 128
     checkpoint_every: int = 100
+    checkpoint_seconds: float = 180.0
     batch_size: int = 20
     emulate_codecs: bool = True
 
@@ -242,6 +247,68 @@ def matching_loss(model: "SyncNetModel", clips: Sequence[ClipFeatures], rng: np.
     return torch.nn.functional.cross_entropy(logits, target), acc
 
 
+def _torch_rng_state(seed: int) -> "torch.Tensor":
+    """The CPU generator state right after torch.manual_seed(seed), without touching the caller's."""
+    import torch
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return torch.get_rng_state()
+
+
+class HeadsTask:
+    """The head training as a bench.trainer task. Its random streams (numpy for batches, torch for
+    dropout) live in its state, so a resumed run draws exactly what a straight run would.
+
+    `prepare(calibrated)` returns the training clips' cached trunk features and their summary; it
+    runs in `begin`, after any resume, so a finished fit never computes features and a resumed one
+    keeps the trunk calibration it saved."""
+
+    def __init__(self, model: "SyncNetModel", config: SuiteSyncConfig, seed: int,
+                 prepare: Callable[[bool], tuple[list[ClipFeatures], dict[str, Any]]]):
+        import torch
+
+        self.model, self.config, self.prepare = model, config, prepare
+        self.opt = torch.optim.AdamW(_heads(model), lr=config.lr, weight_decay=config.weight_decay)
+        self.rng = np.random.default_rng([seed, 0])
+        self.torch_rng = _torch_rng_state(seed)      # dropout masks
+        self.dropout = torch.nn.Dropout(config.dropout)
+        self.clips: list[ClipFeatures] = []
+        self.info: dict[str, Any] = {}
+        self.resumed = False
+
+    def state(self) -> dict[str, Any]:
+        return {"model": self.model.state_dict(), "optimizer": self.opt.state_dict(),
+                "rng": self.rng.bit_generator.state, "torch_rng": self.torch_rng, "info": json.dumps(self.info)}
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        self.model.load_state_dict(state["model"])   # trunk, calibration and heads as saved
+        self.opt.load_state_dict(state["optimizer"])
+        self.rng.bit_generator.state = state["rng"]
+        self.torch_rng = state["torch_rng"]
+        self.info = json.loads(state["info"])
+        self.resumed = True
+
+    def begin(self, step: int) -> None:
+        self.clips, self.info = self.prepare(self.resumed)
+        if not self.clips:
+            raise ValueError("no training clip")
+        self.model.train()
+
+    def step(self, step: int, autocast) -> dict[str, float]:
+        import torch
+
+        with torch.random.fork_rng(devices=[]):
+            torch.set_rng_state(self.torch_rng)
+            with autocast:
+                loss, acc = matching_loss(self.model, self.clips, self.rng, self.config, self.dropout)
+            self.opt.zero_grad(set_to_none=True)
+            loss.backward()
+            self.opt.step()
+            self.torch_rng = torch.get_rng_state()
+        return {"loss": float(loss.detach()), "acc": acc}
+
+
 def _save(path: Path, payload: dict[str, Any]) -> None:
     import io
 
@@ -255,61 +322,9 @@ def _save(path: Path, payload: dict[str, Any]) -> None:
 
 
 def load_checkpoint(path: Path) -> dict[str, Any]:
-    import torch
+    from bench.safe_load import load_weights
 
-    return torch.load(path, map_location="cpu", weights_only=True)
-
-
-def train_heads(model: "SyncNetModel", clips: Sequence[ClipFeatures], config: SuiteSyncConfig, steps: int,
-                checkpoint: Path, seed: int = 0, deadline: float | None = None,
-                progress: "Progress | None" = None, meta: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Train the heads up to `steps` steps (resuming from `checkpoint` when it exists), saving every
-    `checkpoint_every` steps and at the end. Returns {"step", "curve", "stopped"}."""
-    import torch
-
-    if not clips:
-        raise ValueError("no training clip")
-    opt = torch.optim.AdamW(_heads(model), lr=config.lr, weight_decay=config.weight_decay)
-    step, curve = 0, []
-    if checkpoint.is_file():
-        state = load_checkpoint(checkpoint)
-        if state.get("optimizer"):
-            opt.load_state_dict(state["optimizer"])
-        step, curve = int(state["step"]), list(state.get("curve", []))
-    rng = np.random.default_rng([seed, step])   # seeded by the step it starts from: a resumed run is reproducible
-    dropout = torch.nn.Dropout(config.dropout)
-    stopped = "steps"
-
-    def save() -> None:
-        _save(checkpoint, {"state_dict": model.state_dict(), "optimizer": opt.state_dict(), "step": step,
-                           "curve": curve, "config": dataclasses.asdict(config), "meta": meta or {}})
-
-    model.train()
-    bar = progress.task("sync_suite: train", total=steps) if progress is not None else contextlib.nullcontext()
-    with torch.random.fork_rng(), bar as task:
-        torch.manual_seed(seed + step)          # dropout masks
-        if task is not None and step:
-            task.advance(step)
-        while step < steps:
-            if deadline is not None and time.monotonic() > deadline:
-                stopped = "deadline"
-                break
-            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=config.bf16):
-                loss, acc = matching_loss(model, clips, rng, config, dropout)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            step += 1
-            value = float(loss.detach())
-            if step % 10 == 0 or step == steps:
-                curve.append({"step": step, "loss": value, "acc": acc})
-            if task is not None:
-                task.advance(1, loss=value, acc=acc)
-            if step % config.checkpoint_every == 0:
-                save()
-    save()
-    model.eval()
-    return {"step": step, "curve": curve, "stopped": stopped}
+    return load_weights(path, what="sync_suite checkpoint")
 
 
 # -------------------------------------------------------------------------------------- metric
@@ -343,9 +358,16 @@ class SuiteSyncMetric(Metric):
     def checkpoint(self) -> Path:
         return Path(self.context.work_dir) / CHECKPOINT
 
+    @property
+    def work_folder(self) -> Path:
+        """The trainer's folder (its resumable state and curves); CHECKPOINT is the exported scorer."""
+        return Path(self.context.work_dir) / TRAIN_FOLDER
+
     def fit(self, clips: Sequence["PreparedClip"], budget: "Budget") -> dict[str, Any]:
         import torch
 
+        from bench.precision import choose
+        from bench.trainer import TrainSettings, train
         from bench.weights import sha256_file
         from metrics.sync.model import SyncNetModel
 
@@ -358,26 +380,29 @@ class SuiteSyncMetric(Metric):
             raise ValueError("no clips of the train split to train the suite scorer on")
         steps = budget.resolve_steps(quick=cfg.steps_quick, standard=cfg.steps_standard, full=cfg.steps_full)
         max_frames = {"quick": cfg.frames_quick, "standard": cfg.frames_standard, "full": cfg.frames_full}[budget.preset]
-        state = load_checkpoint(self.checkpoint) if self.checkpoint.is_file() else None
-        with torch.random.fork_rng():          # seeded without disturbing the caller's RNG
+        prec = choose("cpu", cfg.precision)   # the heads train on the CPU (cached features live there)
+        with torch.random.fork_rng(devices=[]):   # seeded without disturbing the caller's RNG
             torch.manual_seed(self.context.seed)   # the random trunk is part of the scorer
             model = SyncNetModel()
-        info: dict[str, Any] = {}
-        if state is not None:
-            model.load_state_dict(state["state_dict"])   # trunk, calibration and heads as saved
-            info = dict(state.get("meta", {}))
-        result = {"step": int(state["step"]), "curve": list(state.get("curve", [])), "stopped": "already trained"} \
-            if state is not None else {"step": 0, "curve": [], "stopped": ""}
-        if result["step"] < steps:
-            feats, info = self._features(model, clips, max_frames, calibrated=state is not None)
-            result = train_heads(model, feats, cfg, steps, self.checkpoint, self.context.seed,
-                                 budget.deadline(t0), self.context.progress, meta=info)
+        task = HeadsTask(model, cfg, self.context.seed,
+                         lambda calibrated: self._features(model, clips, max_frames, calibrated))
+        settings = TrainSettings(steps=steps, checkpoint_every=cfg.checkpoint_every,
+                                 checkpoint_seconds=cfg.checkpoint_seconds, log_every=10, label="sync_suite: train")
+        out = train(task, self.work_folder, settings, device="cpu", precision=prec,
+                    deadline=budget.deadline(t0), progress=self.context.progress)
+        if out.steps_this_run or not self.checkpoint.is_file():
+            _save(self.checkpoint, {"state_dict": model.state_dict(), "step": out.steps_done,
+                                    "curve": out.curves["train"], "config": dataclasses.asdict(cfg),
+                                    "meta": task.info, "precision": prec.name})
         self._model = model.eval().to(self.context.device)
+        curve = out.curves["train"]
         return {
             "checkpoint": str(self.checkpoint), "sha256": sha256_file(self.checkpoint),
-            "steps": result["step"], "target_steps": steps, "stopped": result["stopped"],
-            "seconds": time.monotonic() - t0, "budget": budget.describe(), **info,
-            "final": result["curve"][-1] if result["curve"] else {}, "curve": result["curve"],
+            "steps": out.steps_done, "target_steps": steps, "resumed_from": out.resumed_from,
+            "stopped": "already trained" if out.stopped == "done-before" else out.stopped,
+            "seconds": time.monotonic() - t0, "train_seconds": out.seconds, "budget": budget.describe(),
+            "precision": prec.name, "precision_reason": prec.reason, **task.info,
+            "final": curve[-1] if curve else {}, "curve": curve,
         }
 
     def _features(self, model: "SyncNetModel", clips: Sequence["PreparedClip"], max_frames: int,

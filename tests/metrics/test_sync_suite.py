@@ -3,6 +3,8 @@ carries a published metric's name."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
@@ -12,6 +14,7 @@ from bench.method import Budget
 from bench.progress import Progress
 from metrics.base import MetricContext, Sample
 from metrics.sync.model import SyncNetModel
+from bench.trainer import CHECKPOINT as TRAINER_CHECKPOINT
 from metrics.sync.suite import CHECKPOINT, SuiteSyncConfig, SuiteSyncMetric, load_checkpoint, shift_audio
 
 
@@ -78,7 +81,8 @@ def short_clip(shared_data, tmp_path_factory):
     return _prepared(tmp_path_factory.mktemp("suite-cache"), shared_data / "clips/vox/00002.mp4", "vox/2", 0.0, 2.0)
 
 
-SMALL = SuiteSyncConfig(batch_windows=16, blocks=2, calibration_windows=16, checkpoint_every=3)
+# fp32 pinned: the tests compare trained weights bit for bit, on any CPU
+SMALL = SuiteSyncConfig(batch_windows=16, blocks=2, calibration_windows=16, checkpoint_every=3, precision="fp32")
 
 
 def test_training_resumes_from_its_checkpoint(short_clip, tmp_path):
@@ -87,11 +91,14 @@ def test_training_resumes_from_its_checkpoint(short_clip, tmp_path):
     assert first["steps"] == 4 and first["stopped"] == "steps" and first["calibration_windows"] == 16
     state = load_checkpoint(tmp_path / "work" / CHECKPOINT)
     assert state["step"] == 4
+    # the trainer's resumable state is a weights-only file too
+    assert torch.load(metric.work_folder / TRAINER_CHECKPOINT, weights_only=True)["step"] == 4
     # the checkpoint is a complete state dict in syncnet_python's layout
     SyncNetModel().load_state_dict(state["state_dict"], strict=True)
 
     again = _metric(tmp_path, SMALL).fit([short_clip], Budget(steps=7))
-    assert again["steps"] == 7 and again["calibration_windows"] == 0   # resumed: trunk kept as saved
+    assert again["steps"] == 7 and again["resumed_from"] == 4
+    assert again["calibration_windows"] == 0   # resumed: trunk kept as saved
     resumed = load_checkpoint(tmp_path / "work" / CHECKPOINT)["state_dict"]
     for name in ("netcnnlip.0.weight", "netcnnlip.1.running_mean", "netcnnaud.15.running_var"):
         assert torch.equal(resumed[name], state["state_dict"][name]), name   # frozen trunk unchanged
@@ -107,6 +114,54 @@ def test_deadline_stops_training_and_saves(short_clip, tmp_path):
     out = metric.fit([short_clip], Budget(steps=1000, minutes=0.0))
     assert out["stopped"] == "deadline" and out["steps"] < 1000
     assert load_checkpoint(tmp_path / "work" / CHECKPOINT)["step"] == out["steps"]
+
+
+def test_precision_auto_follows_the_cpu(short_clip, tmp_path, monkeypatch):
+    """The default never depends on a CPU feature the user may lack: "auto" trains fp32 where bf16
+    is emulated (capability injected, no timing)."""
+    import bench.precision as P
+
+    assert SuiteSyncConfig().precision == "auto"
+    monkeypatch.setattr(P, "capability", lambda device: P.Capability("cpu", False, "CPU without avx512_bf16"))
+    out = _metric(tmp_path, dataclasses.replace(SMALL, precision="auto")).fit([short_clip],
+                                                                              Budget(steps=9, minutes=0.0))
+    assert out["precision"] == "fp32" and "no native bf16" in out["precision_reason"]
+    monkeypatch.setattr(P, "capability", lambda device: P.Capability("cpu", True, "CPU avx512_bf16"))
+    out = _metric(tmp_path / "b", dataclasses.replace(SMALL, precision="auto")).fit([short_clip],
+                                                                                    Budget(steps=9, minutes=0.0))
+    assert out["precision"] == "bf16"
+
+
+def test_continued_training_equals_a_straight_run_and_a_plain_loop(short_clip, tmp_path):
+    """The move onto bench.trainer keeps the results: 4 steps continued to 7 equal 7 straight steps,
+    which equal the head training written out as a plain loop (one numpy stream for batches, one
+    torch stream for dropout, both seeded once)."""
+    from metrics.sync import suite
+
+    _metric(tmp_path / "a", SMALL).fit([short_clip], Budget(steps=7))
+    _metric(tmp_path / "b", SMALL).fit([short_clip], Budget(steps=4))
+    _metric(tmp_path / "b", SMALL).fit([short_clip], Budget(steps=7))
+    straight = load_checkpoint(tmp_path / "a" / "work" / CHECKPOINT)["state_dict"]
+    continued = load_checkpoint(tmp_path / "b" / "work" / CHECKPOINT)["state_dict"]
+    for k, v in straight.items():
+        assert torch.equal(continued[k], v), k
+
+    metric = _metric(tmp_path / "c", SMALL)
+    torch.manual_seed(0)
+    model = SyncNetModel()
+    feats, _ = metric._features(model, [short_clip], SMALL.frames_quick, calibrated=False)
+    opt = torch.optim.AdamW(suite._heads(model), lr=SMALL.lr, weight_decay=SMALL.weight_decay)
+    rng = np.random.default_rng([0, 0])
+    dropout = torch.nn.Dropout(SMALL.dropout)
+    torch.manual_seed(0)
+    model.train()
+    for _ in range(7):
+        loss, _ = suite.matching_loss(model, feats, rng, SMALL, dropout)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+    for k, v in model.state_dict().items():
+        assert torch.equal(straight[k], v), k
 
 
 def test_clips_too_short_to_train_on_are_skipped_with_reason(shared_data, tmp_path):
