@@ -167,25 +167,20 @@ def _recipe(root, folder, workers_tag):
 STAGES = ["faces", "hubert", "threedmm"]
 
 
-def test_multi_clip_prepare_builds_each_model_once(isolated_dirs, demo_video, tiny_hubert, counted):
-    clips = _clips(demo_video)
-    recipe = _recipe(isolated_dirs, tiny_hubert, "one")
-    rep = prepare_all(recipe, clips, STAGES, workers=1)
-    assert rep.ok, rep.failed()
-    assert counted == {"hubert": 1, "landmarker": 1}
-    assert recipe.models.constructions == {"hubert": 1, "face-backend": 1}
-    meta = recipe.output(clips[0], "hubert").json()
-    assert meta["device"] == "cpu" and meta["precision"]["name"] == "fp32"
-    assert recipe.output(clips[0], "threedmm").json()["precision"]["name"] == "fp32"
-
-
-def test_two_workers_match_one_and_never_change_threads_while_running(isolated_dirs, demo_video, tiny_hubert,
+def test_models_built_once_and_two_workers_match_one_without_thread_changes(isolated_dirs, demo_video, tiny_hubert,
                                                                       counted, thread_log):
     import torch
 
     clips = _clips(demo_video)
     serial = _recipe(isolated_dirs, tiny_hubert, "one")
-    assert prepare_all(serial, clips, STAGES, workers=1).ok
+    rep = prepare_all(serial, clips, STAGES, workers=1)
+    assert rep.ok, rep.failed()
+    # three clips, one HuBERT load and one landmarker (the old code built both once per clip)
+    assert counted == {"hubert": 1, "landmarker": 1}
+    assert serial.models.constructions == {"hubert": 1, "face-backend": 1}
+    meta = serial.output(clips[0], "hubert").json()
+    assert meta["device"] == "cpu" and meta["precision"]["name"] == "fp32"
+    assert serial.output(clips[0], "threedmm").json()["precision"]["name"] == "fp32"
     assert thread_log["set"] == [] and set(thread_log["seen"]) == {2}  # one worker: torch's count untouched
     counted.update(hubert=0, landmarker=0)
     thread_log["seen"].clear()
