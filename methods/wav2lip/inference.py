@@ -71,6 +71,33 @@ class InferenceOptions:
             and self.precision == "fp32"
 
 
+def official_mel(wav: np.ndarray, pad_mode: str = "reflect") -> np.ndarray:
+    """(80, M) float32 mel with the arithmetic of the original's pinned stack (librosa 0.7, numpy 1.17).
+
+    Same formula as `data_recipes.audio.mel.wav2lip_mel`, but in the original's precision: the STFT is
+    computed in float64 and stored as complex64 (librosa 0.7's default dtype), and everything after
+    it stays float32 (numpy 1.17's value-based casting kept float32 arrays float32 next to float64
+    scalars; numpy >= 2 would promote them). The float64 path differs by up to 2e-7, which flips a
+    few pixels by one grey level after the network.
+    """
+    import librosa
+    from scipy import signal
+
+    from data_recipes.audio import mel as M
+
+    emphasised = signal.lfilter([1.0, -M.PREEMPHASIS], [1.0], np.asarray(wav, dtype=np.float64))
+    spec = np.abs(librosa.stft(y=emphasised, n_fft=M.N_FFT, hop_length=M.HOP, win_length=M.WIN,
+                               pad_mode=pad_mode, dtype=np.complex64))
+    basis = librosa.filters.mel(sr=M.SAMPLE_RATE, n_fft=M.N_FFT, n_mels=M.NUM_MELS, fmin=M.FMIN, fmax=M.FMAX,
+                                dtype=np.float32)
+    f32 = np.float32
+    min_level = f32(np.exp(M.MIN_LEVEL_DB / 20 * np.log(10)))
+    db = f32(20) * np.log10(np.maximum(min_level, np.dot(basis, spec))) - f32(M.REF_LEVEL_DB)
+    top = f32(M.MAX_ABS_VALUE)
+    norm = (f32(2) * top) * ((db - f32(M.MIN_LEVEL_DB)) / f32(-M.MIN_LEVEL_DB)) - top
+    return np.clip(norm, -top, top).astype(np.float32, copy=False)
+
+
 def mel_chunks(mel: np.ndarray, fps: float = 25.0) -> np.ndarray:
     """(N, 80, 16) float32 mel windows of the official loop; N is the number of output frames."""
     starts = inference_windows(mel, fps)
@@ -147,7 +174,10 @@ def official_tensor(channels_last: np.ndarray) -> "torch.Tensor":
     """
     import torch
 
-    nhwc = np.ascontiguousarray(channels_last)
+    # a fresh C-order array: canonical strides even for size-1 axes (a [..., None] view has stride 0
+    # there, which torch keeps and which sends the mel's convolution down another kernel)
+    nhwc = np.empty(np.shape(channels_last), dtype=np.asarray(channels_last).dtype)
+    nhwc[...] = channels_last
     return torch.from_numpy(nhwc).permute(0, 3, 1, 2).to(torch.float32, copy=True)
 
 
@@ -362,7 +392,6 @@ def generate_files(model: "torch.nn.Module", face: Path, audio: Path, out: Path,
     """
     import tempfile
 
-    from data_recipes.audio.mel import wav2lip_mel
     from data_recipes.media import write_video
     from metrics.sync import delivery
 
@@ -370,7 +399,7 @@ def generate_files(model: "torch.nn.Module", face: Path, audio: Path, out: Path,
     frames, fps = read_face(face, resize_factor, still_fps)
     with tempfile.TemporaryDirectory(prefix="talkbench-generate-") as tmp:
         wav, wav_file = read_driving_audio(audio, Path(tmp))
-        mel = wav2lip_mel(wav, mel_padding)
+        mel = official_mel(wav, mel_padding)
         if np.isnan(mel).any():
             raise ValueError("the mel contains NaN (silent or synthetic audio?): add a little noise to the audio")
         n_out = len(mel_chunks(mel, fps))

@@ -37,9 +37,12 @@ def official_melspectrogram(wav: np.ndarray) -> np.ndarray:
     y = signal.lfilter([1, -0.97], [1], wav)
     D = librosa.stft(y=y, n_fft=800, hop_length=200, win_length=800, pad_mode="reflect").astype(np.complex64)
     mel_basis = librosa.filters.mel(sr=16000, n_fft=800, n_mels=80, fmin=55, fmax=7600)
-    min_level = np.exp(-100 / 20 * np.log(10))
-    S = 20 * np.log10(np.maximum(min_level, np.dot(mel_basis, np.abs(D)))) - 20
-    return np.clip((2 * 4.0) * ((S - -100) / (--100)) - 4.0, -4.0, 4.0)
+    # numpy 1.17 (pinned by the original) kept float32 arrays float32 next to float64 scalars; numpy >= 2
+    # promotes them, so the scalars are given as float32 to keep the original's float32 arithmetic
+    f = np.float32
+    min_level = f(np.exp(-100 / 20 * np.log(10)))
+    S = f(20) * np.log10(np.maximum(min_level, np.dot(mel_basis, np.abs(D)))) - f(20)
+    return np.clip((f(2) * f(4.0)) * ((S - f(-100)) / f(100)) - f(4.0), f(-4.0), f(4.0))
 
 
 def official_get_detections(dets: list[np.ndarray]) -> list:
@@ -319,3 +322,57 @@ def test_mel_transcription_matches_the_recipe_mel(demo_media):
     ours = wav2lip_mel(wav)
     assert ours.shape == ref.shape == (80, 241)
     assert np.abs(ours - ref).max() < 1e-3
+
+
+# ------------------------------------------------------- bench generate on files, bit for bit (CPU fp32)
+
+
+def _cv2_frames(path, n: int) -> np.ndarray:
+    """The face video's frames as inference.py reads them: cv2.VideoCapture, BGR."""
+    import cv2
+
+    cap = cv2.VideoCapture(str(path))
+    frames = []
+    while len(frames) < n:
+        ok, frame = cap.read()
+        if not ok:
+            break
+        frames.append(frame)
+    cap.release()
+    return np.stack(frames)
+
+
+@pytest.mark.parametrize("resize_factor", [1, pytest.param(2, marks=pytest.mark.slow)])
+def test_bench_generate_equals_the_official_frames_on_obama(official_checkpoint, shared_data, tmp_path, resize_factor):
+    """`bench generate` (fixed box, official-format checkpoint, CPU fp32, lossless .mkv) against the
+    transcription of inference.py on the shared Obama clip: the same frame count and 0 differing values."""
+    import cv2
+    import librosa
+
+    from bench.cli import main
+    from data_recipes.media import read_video_frames
+    from metrics.sync import inputs
+
+    face = tmp_path / "face.mp4"
+    inputs.run_ffmpeg(["-y", "-i", str(shared_data / "clips/obama_20s.mp4"), "-t", "2", "-c", "copy", str(face)])
+    speech = tmp_path / "speech.wav"
+    inputs.run_ffmpeg(["-y", "-i", str(shared_data / "audio/english_60s.wav"), "-ss", "3", "-t", "2.5", str(speech)])
+    box = (90, 360, 110, 350) if resize_factor == 1 else (45, 180, 55, 175)
+    out = tmp_path / "out.mkv"
+    assert main(["generate", "--method", "wav2lip", "--face", str(face), "--audio", str(speech), "--out", str(out),
+                 "--set", f"wav2lip.checkpoint={official_checkpoint}", "--set", "wav2lip.box=" + ",".join(map(str, box)),
+                 "--resize-factor", str(resize_factor), "--device", "cpu", "--progress", "off"]) == 0
+    ours = read_video_frames(out)
+
+    full = _cv2_frames(face, 10_000)
+    if resize_factor > 1:
+        full = np.stack([cv2.resize(f, (f.shape[1] // resize_factor, f.shape[0] // resize_factor)) for f in full])
+    wav = librosa.load(str(speech), sr=16000)[0]
+    ref, n = official_inference(full, wav, official_checkpoint, box=box)
+    assert len(full) < n  # 2.5 s of audio over 2 s of video: frames are reused cyclically
+    assert ours.shape == (n,) + full.shape[1:]
+    ref_rgb = np.stack(ref)[..., ::-1]
+    assert int((ours != ref_rgb).sum()) == 0
+    # and the generator really changed the faces
+    src = full[np.arange(n) % len(full)][..., ::-1]
+    assert (np.abs(ref_rgb.astype(int) - src).max(axis=-1) > 8).mean() > 0.05
