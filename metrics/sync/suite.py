@@ -349,6 +349,17 @@ class SuiteSyncMetric(Metric):
     def __init__(self, config: SuiteSyncConfig, context: Any):
         super().__init__(config, context)
         self._model: "SyncNetModel | None" = None
+        self._train_precision: dict[str, Any] | None = None
+
+    def precision_used(self) -> dict[str, dict[str, Any]]:
+        """What the scorer's network ran at, for the manifest: its head training (when `fit` ran)
+        and scoring (always fp32, like LSE)."""
+        out: dict[str, dict[str, Any]] = {
+            "scoring": {"name": "fp32", "requested": "fp32", "reason": "scored in fp32 like LSE",
+                        "slow": False, "device": str(self.context.device)}}
+        if self._train_precision is not None:
+            out["training"] = self._train_precision
+        return out
 
     @classmethod
     def availability(cls, config: Any) -> Availability:
@@ -381,6 +392,9 @@ class SuiteSyncMetric(Metric):
         steps = budget.resolve_steps(quick=cfg.steps_quick, standard=cfg.steps_standard, full=cfg.steps_full)
         max_frames = {"quick": cfg.frames_quick, "standard": cfg.frames_standard, "full": cfg.frames_full}[budget.preset]
         prec = choose("cpu", cfg.precision)   # the heads train on the CPU (cached features live there)
+        self._train_precision = {**prec.to_json(), "device": "cpu"}
+        if prec.slow:
+            self.context.progress.log(f"warning: sync_suite trains at {prec.name}: {prec.reason}")
         with torch.random.fork_rng(devices=[]):   # seeded without disturbing the caller's RNG
             torch.manual_seed(self.context.seed)   # the random trunk is part of the scorer
             model = SyncNetModel()

@@ -123,9 +123,12 @@ def test_precision_auto_follows_the_cpu(short_clip, tmp_path, monkeypatch):
 
     assert SuiteSyncConfig().precision == "auto"
     monkeypatch.setattr(P, "capability", lambda device: P.Capability("cpu", False, "CPU without avx512_bf16"))
-    out = _metric(tmp_path, dataclasses.replace(SMALL, precision="auto")).fit([short_clip],
-                                                                              Budget(steps=9, minutes=0.0))
+    metric = _metric(tmp_path, dataclasses.replace(SMALL, precision="auto"))
+    assert "training" not in metric.precision_used()      # nothing trained yet
+    out = metric.fit([short_clip], Budget(steps=9, minutes=0.0))
     assert out["precision"] == "fp32" and "no native bf16" in out["precision_reason"]
+    used = metric.precision_used()
+    assert used["training"]["name"] == "fp32" and used["scoring"]["name"] == "fp32"
     monkeypatch.setattr(P, "capability", lambda device: P.Capability("cpu", True, "CPU avx512_bf16"))
     out = _metric(tmp_path / "b", dataclasses.replace(SMALL, precision="auto")).fit([short_clip],
                                                                                     Budget(steps=9, minutes=0.0))
