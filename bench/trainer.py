@@ -179,13 +179,14 @@ def checkpoint_path(folder: Path) -> Path:
 
 
 def read_checkpoint(folder: Path) -> dict[str, Any] | None:
-    """The trainer checkpoint in `folder` ({"format", "step", "task", "trainer"}), or None."""
-    import torch
+    """The trainer checkpoint in `folder` ({"format", "step", "task", "trainer"}), or None.
+    Read with weights_only=True (bench.safe_load): a checkpoint holds tensors and plain types only."""
+    from bench.safe_load import load_weights
 
     path = checkpoint_path(folder)
     if not path.is_file():
         return None
-    return torch.load(path, map_location="cpu", weights_only=True)
+    return load_weights(path, what="trainer checkpoint")
 
 
 def checkpoint_step(folder: Path) -> int:
@@ -419,6 +420,8 @@ def train(task: Task, folder: Path, settings: TrainSettings, *, device: str = "c
                     run_preview()
             if dirty or not checkpoint_path(folder).is_file():
                 save()
+            if signals.received is not None:
+                stopped = "interrupted"   # a signal during the final evaluation or save is still honoured
     except BaseException as e:
         if bar is not None:
             bar.__exit__(type(e), e, None)   # "interrupted" for a KeyboardInterrupt, else "failed"
