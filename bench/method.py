@@ -184,13 +184,15 @@ class Budget:
             return None
         return dict(self.part_steps).get(f"{self.method}.{name}")
 
-    def resolve_steps(self, quick: int, standard: int, full: int, part: str | None = None) -> int:
+    def resolve_steps(self, quick: int, standard: int, full: int, part: str | tuple[str, ...] | None = None) -> int:
         """The number of steps for this budget, given the method's own schedule per preset.
 
-        part: the part or counter asking; its `<method>.<part>=N` override wins over `steps=N`,
+        part: the part or counter asking (or several names, the first override found wins: a
+        network's counter, then its part); a `<method>.<name>=N` override wins over `steps=N`,
         which wins over the preset."""
-        if part is not None and (n := self.part_override(part)) is not None:
-            return n
+        for name in ((part,) if isinstance(part, str) else (part or ())):
+            if (n := self.part_override(name)) is not None:
+                return n
         if self.steps is not None:
             return self.steps
         return {"quick": quick, "standard": standard, "full": full}[self.preset]

@@ -11,7 +11,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Sequence
 
 from bench.availability import Availability
-from bench.method import (Budget, FitReport, GenerateRequest, GenerateResult, Method, MethodSpec, WeightUse)
+from bench.method import (Budget, FitReport, GenerateRequest, GenerateResult, Method, MethodSpec, PartSpec,
+                          WeightUse)
 from data_recipes.crops.wav2lip import OFFICIAL_PADS
 
 if TYPE_CHECKING:
@@ -109,8 +110,11 @@ def stage_settings(config: Wav2LipConfig, budget: Budget) -> tuple["StageSetting
 
     q, s, f = SCHEDULES["quick"], SCHEDULES["standard"], SCHEDULES["full"]
     sch = _schedule_for(budget)
-    e_steps = config.expert_steps or budget.resolve_steps(q.expert_steps, s.expert_steps, f.expert_steps)
-    g_steps = config.generator_steps or budget.resolve_steps(q.generator_steps, s.generator_steps, f.generator_steps)
+    # `--budget wav2lip.expert=N` / `wav2lip.generator=N` set one network's steps
+    e_steps = config.expert_steps or budget.resolve_steps(q.expert_steps, s.expert_steps, f.expert_steps,
+                                                          part=("expert", "model"))
+    g_steps = config.generator_steps or budget.resolve_steps(q.generator_steps, s.generator_steps, f.generator_steps,
+                                                             part=("generator", "model"))
     expert = StageSettings(
         steps=e_steps, batch_size=config.expert_batch_size or sch.expert_batch,
         checkpoint_interval=min(sch.checkpoint_interval, max(1, e_steps)),
@@ -150,6 +154,9 @@ class Wav2LipMethod(Method):
         config=Wav2LipConfig,
         stages=("normalise", "faces", "wav2lip_crops", "mel"),
         fit_scope="dataset",
+        # one dataset part trained by `fit` (expert, then generator), or loaded from a checkpoint
+        parts=(PartSpec("model", "dataset", steps=(12, 5000, 250_000), counters=("expert", "generator"),
+                        description="expert SyncNet + generator (+ quality discriminator)"),),
         kind="2d",
         per_subject_data="none (trained once per dataset)",
     )

@@ -85,7 +85,7 @@ def test_debug_overlays_written(isolated_dirs, demo_video, tmp_path):
                            tmp_path / "debug", n_frames=3)
     assert [p.name for p in paths] == ["obama__dbg_f00000.png", "obama__dbg_f00012.png", "obama__dbg_f00024.png"]
     img = cv2.imread(str(paths[0]))
-    assert img.shape == (384, 3 * 384, 3)
+    assert img.shape == (384 + 20, 3 * 384, 3)  # three panels and the subject-entries caption strip
     # the landmark colours are drawn: magenta mouth points and green face box exist in the left panel
     left = img[:, :384]
     assert ((left[..., 0] > 200) & (left[..., 1] < 60) & (left[..., 2] > 200)).sum() > 20
