@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from bench.availability import Availability
-from metrics.base import Metric, MetricSpec, Sample, Score, ValueSpec, generated_faces
+from metrics.base import Metric, MetricSpec, Sample, Score, ValueSpec, generated_faces  # noqa: F401
 from metrics.sync.weights import SYNCNET_V2, WEIGHTS  # noqa: F401  (WEIGHTS: read by `bench list`)
 
 if TYPE_CHECKING:
@@ -201,19 +201,22 @@ class LSEMetric(Metric):
             pipeline.check_length(len(sample.generated), len(sample.audio))
         except pipeline.TooShort as e:  # no need to load 50 MB of weights for that
             return {n: Score.missing("too_short", str(e)) for n in self.names}
-        video = getattr(sample, "video_file", None)
-        if video is not None:
-            return self.score_file(Path(video), sample.sync_protocol,
-                                   detect=lambda: generated_faces(sample, self.context.progress))
         import tempfile
 
+        from metrics.base import faces_config
         from metrics.sync import delivery, inputs
 
+        def detect_in(path: Path) -> Any:
+            # the tracked protocol finds faces in the file's own frames, as `bench score` does
+            return lambda: pipeline.default_detect_file(path, self.context.progress, faces_config(sample))
+
+        video = getattr(sample, "video_file", None)
+        if video is not None:
+            return self.score_file(Path(video), sample.sync_protocol, detect=detect_in(Path(video)))
         with tempfile.TemporaryDirectory(prefix="talkbench-lse-") as tmp:
             path = delivery.write_delivered(Path(tmp) / delivery.DELIVERED_NAME, sample.generated,
                                             inputs.pcm16(sample.audio))
-            return self.score_file(path, sample.sync_protocol,
-                                   detect=lambda: generated_faces(sample, self.context.progress))
+            return self.score_file(path, sample.sync_protocol, detect=detect_in(path))
 
     def score_file(self, video: Path, protocol: str = "lrs", audio: Path | None = None,
                    detect: Any = None) -> dict[str, Score]:

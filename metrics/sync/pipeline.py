@@ -104,10 +104,13 @@ def feed(frames_rgb: np.ndarray, protocol: Protocol, folder: Path, options: Feed
     raise ValueError(f"unknown sync protocol {protocol!r} (lrs | tracked)")
 
 
-def default_detect_file(video: Path, progress: "Progress | None" = None) -> "FaceTrack":
+def default_detect_file(video: Path, progress: "Progress | None" = None, config: Any = None) -> "FaceTrack":
+    """Face track of the file's frames as decoded from the file (so a delivered mp4 is tracked on
+    what it holds, not on the lossless frames it was made from), with the faces-stage `config`."""
+    from data_recipes.faces import detect
     from data_recipes.media import read_video_frames
 
-    return default_detect(read_video_frames(Path(video)), progress)
+    return detect(read_video_frames(Path(video)), config, progress)
 
 
 def score_file(model: "SyncNetModel", video: Path, protocol: Protocol, options: FeedOptions = FeedOptions(),

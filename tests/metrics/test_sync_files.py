@@ -232,3 +232,23 @@ def test_ffmpeg_is_chosen_by_the_environment(tmp_path, monkeypatch):
     chosen = inputs.ffmpeg_info()
     assert chosen["path"] == str(link) and chosen["source"] == "$TALKBENCH_FFMPEG"
     assert chosen["version"] == bundled["version"]
+
+
+def test_segment_copy_scores_like_the_source_file(obama5, isolated_dirs):
+    """The lossless segment copy (libx264 qp 0 in the coded pixel format + ALAC) gives the original's
+    steps the same JPEG files and the same int16 audio as the source file itself."""
+    from bench.cache import Cache
+    from data_recipes.clip import Clip
+    from data_recipes.recipe import Recipe
+    from metrics.sync import delivery
+
+    prepared = Recipe(Cache()).prepare(Clip("obama5", obama5, "obama", "test", end=4.0))
+    assert not delivery.is_whole_file(prepared) and prepared.num_frames == 100
+    info = delivery.write_segment(isolated_dirs / "real.mp4", prepared)
+    assert info["pix_fmt"] == "yuv420p"
+    src = inputs.official_inputs(obama5, isolated_dirs / "src")
+    copy = inputs.official_inputs(isolated_dirs / "real.mp4", isolated_dirs / "copy")
+    assert len(copy.jpegs) == prepared.num_frames and len(copy.pcm) == prepared.num_frames * 640
+    for a, b in zip(src.jpegs, copy.jpegs):   # the pixels cv2 reads (headers may differ: JFIF vs comment)
+        np.testing.assert_array_equal(inputs.read_bgr(a), inputs.read_bgr(b), err_msg=a.name)
+    np.testing.assert_array_equal(copy.pcm, src.pcm[:len(copy.pcm)])
