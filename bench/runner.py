@@ -703,8 +703,11 @@ class Runner:
                 return
         target, driving = self.recipe.prepare(r.target), self.recipe.prepare(r.driving)
         request = GenerateRequest(r.id, r.kind, target, driving, seed=self.config.seed)  # type: ignore[arg-type]
+        # The stage keys carry each input stage's version and config: a recipe change regenerates the
+        # video instead of scoring the cached one made from the old inputs.
         gen_key = content_key("generate", m.name, m.spec.version, fit_key, weights_id, r.kind,
                               self.recipe.clip_fingerprint(r.target), self.recipe.clip_fingerprint(r.driving),
+                              [[self.recipe.key(c, s) for s in m.spec.stages] for c in (r.target, r.driving)],
                               self.config.seed)
         t0 = time.monotonic()
         try:

@@ -43,7 +43,8 @@ class MetricSpec:
 
     needs_ground_truth: only scored on self-driven requests (cross-driven ones have no real frames);
     stages: recipe stages of the target clip the metric reads (e.g. "faces" for LMD);
-    fit_scope: "dataset" if the metric trains its own model on the dataset's training clips.
+    fit_scope: "dataset" if the metric trains its own model on the dataset's training clips;
+    version: stamped on every result row, so a resume recomputes parts scored by an older version.
     """
 
     name: str
@@ -55,6 +56,7 @@ class MetricSpec:
     stages: tuple[str, ...] = ()
     fit_scope: Literal["none", "dataset"] = "none"
     published: bool = True   # False for the suite's own scorers, which never carry a published name
+    version: str = "1"       # bump when scores change for the same inputs and config (resume recomputes)
 
 
 @dataclass(frozen=True)
