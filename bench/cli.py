@@ -135,6 +135,9 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Build one self-contained HTML report from run folders.")
     p.add_argument("runs", nargs="+", type=Path, help="run folders (runs/<run-id>)")
     p.add_argument("--out", type=Path, default=None, help="output folder (default: <first run>/report)")
+    p.add_argument("--pool", type=_csv, default=(), metavar="datasets,budgets",
+                   help="pool these across runs into one column (default: none; suite-trained scorers and "
+                        "machines are never pooled: docs/reports.md, merge rules)")
     _add_progress_arg(p)
 
     p = sub.add_parser("env", help="hardware fingerprint and package versions as recorded in manifests",
@@ -373,15 +376,22 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 def cmd_report(args: argparse.Namespace) -> int:
     from bench.progress import Progress
-    from reports.build import build_report
+    from reports.build import ReportConfig, build_report
 
     for r in args.runs:
         if not (r / "manifest.json").is_file():
             print(f"error: {r} is not a run folder (no manifest.json)", file=sys.stderr)
             return 1
+    from reports.tables import POOLABLE
+
+    bad = [p for p in args.pool if p not in POOLABLE]
+    if bad:
+        print(f"error: --pool {','.join(bad)}: only {', '.join(POOLABLE)} can be pooled", file=sys.stderr)
+        return EXIT_USAGE
     progress = Progress(args.progress)
     with progress:
-        path = build_report(list(args.runs), out_dir=args.out, progress=progress)
+        path = build_report(list(args.runs), out_dir=args.out, progress=progress,
+                            config=ReportConfig(pool=tuple(args.pool)))
     print(f"report: {path}")
     return 0
 
