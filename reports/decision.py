@@ -9,7 +9,7 @@ from typing import Any, Mapping, Sequence
 from reports.exports import PlainTable
 from reports.format import fmt_number, fmt_seconds
 from reports.load import Bundle
-from reports.plots import fit_summary, spec_of
+from reports.plots import fit_summary, spec_of, steps_text
 from reports.tables import Cell, Table, cell_export_text, is_speed, make_cell, method_order
 
 KIND_LABELS = {"baseline": "baseline", "2d": "2D", "3d": "3D"}
@@ -153,7 +153,7 @@ def _training_text(entries: Sequence[tuple[Any, Mapping[str, Any]]], bundle: Bun
         budgets += fs["budgets"]
         origins += fs["origins"]
         if fs["steps"] > 0 or fs["seconds"] > 60:
-            parts.append(f"{fmt_seconds(fs['seconds'])} for {fs['steps']} steps in {fs['count']} fit(s) "
+            parts.append(f"{fmt_seconds(fs['seconds'])} for {steps_text(fs)} in {fs['count']} fit(s) "
                          f"on {bundle.hardware_label(run.hardware_id)}")
     text = "; ".join(parts) if parts else "none in this run"
     return text, sorted(set(budgets)), sorted(set(origins))

@@ -175,7 +175,8 @@ def training_curves(bundle: Bundle, max_charts: int = 12) -> tuple[list[Chart], 
                     total += 1
                     if len(charts) >= max_charts:
                         continue
-                    title = f"{method} / {fit.get('scope', '?')} / {name}"
+                    part = f" / {fit['part']}" if fit.get("part") else ""
+                    title = f"{method} / {fit.get('scope', '?')}{part} / {name}"
                     caption = (f"run {run.run_id} on {bundle.hardware_label(run.hardware_id)}; "
                                f"budget {fit.get('budget', '?')}, {fit.get('steps', '?')} steps")
                     positive = all(y > 0 for s in series for y in s.ys)
@@ -272,18 +273,38 @@ def hardware_labels(bundle: Bundle) -> dict[str, str]:
 def fit_summary(fits: Sequence[Any]) -> dict[str, Any]:
     """Sum of steps and seconds over a method's fits in one run, with the budgets and weight origins."""
     steps, seconds, budgets, origins = 0, 0.0, [], []
+    by_part: dict[str, int] = {}     # what each part (or each network a part trains) was trained, in all
+    resumed: dict[str, int] = {}     # where a fit continued from an earlier, smaller budget
     for f in fits:
         if not isinstance(f, Mapping):
             continue
         steps += int(f.get("steps") or 0)
         seconds += float(f.get("seconds") or 0.0)
+        counters = f.get("steps_by_part") or {str(f.get("part") or "model"): int(f.get("steps") or 0)}
+        for name, n in counters.items():
+            by_part[str(name)] = by_part.get(str(name), 0) + int(n or 0)
+        for name, n in (f.get("resumed_from") or {}).items():
+            if int(n or 0) > 0:
+                resumed[str(name)] = max(resumed.get(str(name), 0), int(n))
         if f.get("budget"):
             budgets.append(str(f["budget"]))
         for w in f.get("weights") or []:
             if isinstance(w, Mapping) and w.get("origin"):
                 origins.append(str(w["origin"]))
     return {"steps": steps, "seconds": seconds, "budgets": sorted(set(budgets)),
-            "origins": sorted(set(origins)), "count": len(fits)}
+            "origins": sorted(set(origins)), "count": len(fits), "by_part": by_part, "resumed": resumed}
+
+
+def steps_text(summary: Mapping[str, Any]) -> str:
+    """"expert 40, generator 24 steps (generator continued from 12)": what each part trained."""
+    by_part = {k: v for k, v in (summary.get("by_part") or {}).items()}
+    if not by_part:
+        return f"{summary.get('steps', 0)} steps"
+    text = ", ".join(f"{k} {v}" for k, v in sorted(by_part.items())) + " steps"
+    resumed = summary.get("resumed") or {}
+    if resumed:
+        text += " (" + ", ".join(f"{k} continued from {v}" for k, v in sorted(resumed.items())) + ")"
+    return text
 
 
 def spec_of(entry: Mapping[str, Any]) -> Mapping[str, Any]:

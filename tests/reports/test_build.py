@@ -93,19 +93,23 @@ def test_training_and_sync_curves_are_drawn(tmp_path):
     curve = [9.0 - (0.2 * (15 - abs(i - 14))) for i in range(31)]  # minimum 9 - 0.2 * 15 = 6 at index 14
     rows = [row("m", "LSE-D", min(curve), extra={"curve": curve}), row("reference", "LSE-D", 6.0,
                                                                           extra={"curve": [8.0] * 31})]
-    fits = [{"scope": "subject:obama", "steps": 200, "seconds": 3600.0, "budget": "quick",
+    fits = [{"scope": "dataset", "part": "audio2motion", "steps": 200, "seconds": 1800.0, "budget": "quick",
+             "weights": [{"role": "audio2motion", "origin": "trained-by-suite"}], "curves": {}},
+            {"scope": "subject:obama", "part": "renderer", "steps": 200, "seconds": 1800.0, "budget": "quick",
+             "steps_by_part": {"head": 150, "torso": 50}, "resumed_from": {"head": 100, "torso": 0},
              "weights": [{"role": "generator", "origin": "trained-by-suite"}],
              "curves": {"loss": [{"step": s, "l1": 1.0 / (s + 1), "sync": 0.7} for s in range(0, 200, 10)]}}]
     m = manifest("r1", "hw", "cpu", methods={"m": {"available": True, "fits": fits, "spec": {
         "kind": "3d", "fit_scope": "subject", "needs_gpu": True, "per_subject_data": "3-5 min video"}}})
     html = build_report([write_run(tmp_path / "r", rows, m)], tmp_path / "out").read_text()
-    assert 'id="training"' in html and "m / subject:obama / loss" in html
+    assert 'id="training"' in html and "m / subject:obama / renderer / loss" in html
     sync = html[html.index('id="sync-curve"'):]
     sync = sync[: sync.index("</section>")]
     assert sync.count("<polyline") == 2 and "m: min 6.000 at -1" in sync  # shift = index - 15
     decision = html[html.index('id="decision-table"'):]
     decision = decision[: decision.index("</table>")]
-    for text in ("3D", "yes, per person", "3-5 min video", "1.00 h for 200 steps",
+    for text in ("3D", "yes, per person", "3-5 min video",
+                 "1.00 h for audio2motion 200, head 150, torso 50 steps (head continued from 100) in 2 fit(s)",
                  "trained by the suite", "training budget quick", "needs a GPU"):
         assert text in decision, text
 
