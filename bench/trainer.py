@@ -41,7 +41,7 @@ from typing import TYPE_CHECKING, Any, Callable, ContextManager, Mapping, Protoc
 from bench.precision import Precision, choose
 
 if TYPE_CHECKING:
-    from bench.progress import Progress, TaskHandle
+    from bench.progress import Progress
 
 CHECKPOINT = "trainer.pt"
 CURVES = "curves.json"
