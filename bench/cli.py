@@ -33,7 +33,9 @@ def _set_pair(text: str) -> tuple[str, str]:
 
 def _add_dataset_args(p: argparse.ArgumentParser, split_default: str = "test") -> None:
     p.add_argument("--dataset", default="demo", metavar="NAME[:ARG]",
-                   help="demo | video:<file> | cmlr:<root> | lrs2:<root> (default: demo, the embedded clip)")
+                   help="demo | video:<file>[+<audio>...] | cmlr:<root> | lrs2:<root> (default: demo, the embedded "
+                        "clip). video:clip.mp4+a.wav+b.mp3 adds one cross-driven request per driving audio file "
+                        "(wav, mp3, m4a, ...: any rate, any channels), each driving the clip's test segment")
     p.add_argument("--split", default=split_default,
                    help=f"which split to use, or 'all' where allowed (default: {split_default})")
     p.add_argument("--limit", type=int, default=None, metavar="N",
@@ -73,7 +75,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("run", help="generate and score videos for every method; write results and a report",
                        description="Dataset -> recipe stages -> fit -> generate (self- and cross-driven) -> "
                                    "metrics -> runs/<run-id>/. Rerunning the same command resumes.",
-                       epilog="Exit status: 0 when every requested cell is ok or unavailable by design (a metric "
+                       epilog="Driving audio: --dataset video:clip.mp4+speech.wav+other.mp3 drives the clip's test "
+                              "segment with each audio file too (cross-driven requests; wav, mp3, m4a, ...: any "
+                              "format FFmpeg decodes, any rate or channels). Input checks (docs/RELIABILITY.md): a "
+                              "clip without any face fails the methods that need faces, with the reason; warnings "
+                              "(silent audio, small face, few frames with a face) are logged and kept in the "
+                              "manifest and the report. "
+                              "Exit status: 0 when every requested cell is ok or unavailable by design (a metric "
                               f"or method without its weights); {EXIT_RUN_FAILED} when a clip, fit, generation "
                               "or score failed (a summary is printed; results are still written); 2 for a bad "
                               "command line or configuration; 130 when interrupted.")
@@ -112,7 +120,13 @@ def build_parser() -> argparse.ArgumentParser:
     _add_progress_arg(p)
 
     p = sub.add_parser("prepare", help="run recipe stages only (cached), e.g. before a long run",
-                       description="Compute and cache the recipe stages for a dataset's clips.")
+                       description="Compute and cache the recipe stages for a dataset's clips, then check each "
+                                   "clip (input checks: truncated media, silent audio, frames with a face, face "
+                                   "size, length against what the methods need; docs/RELIABILITY.md).",
+                       epilog=f"Exit status: 0 when every clip prepared and passed its input checks (warnings "
+                              f"are printed but do not count); {EXIT_RUN_FAILED} when a clip failed a stage or an "
+                              "input check (a summary is printed), as `bench run` does; 2 for a bad command "
+                              "line, configuration or an unavailable stage; 130 when interrupted.")
     _add_dataset_args(p, split_default="all")
     p.add_argument("--stages", type=_csv, default=(), metavar="A,B",
                    help="stages to run (default: those the chosen methods need)")
@@ -206,7 +220,9 @@ def cmd_prepare(args: argparse.Namespace) -> int:
     from bench.runner import resolve_device, resolve_methods
     from bench.runner import dataset_options
     from data_recipes.datasets import load
-    from data_recipes.recipe import Recipe, stage_order
+    from data_recipes.prepare import prepare_all
+    from data_recipes.quality import consumer
+    from data_recipes.recipe import Recipe, audio_stages, stage_order
 
     progress = Progress(args.progress)
     dataset = load(args.dataset, dataset_options(args.limit, args.subjects, args.test_seconds, args.pairs))
@@ -214,49 +230,64 @@ def cmd_prepare(args: argparse.Namespace) -> int:
     device = resolve_device(args.device)
     # every clip: subject stages see the subject's train clips
     recipe = Recipe(Cache(), progress, clips=dataset.clips, device=device)
+    consumers = []
     if args.stages:
         stages = list(args.stages)
     else:
         chosen = [m for m in resolve_methods(args.methods, {}, device, recipe) if m.availability.ok]
         stages = sorted({s for m in chosen for s in m.spec.stages})
+        consumers = [consumer(m.name, m.spec) for m in chosen]  # for the length check
     order = stage_order(stages)
     for s in order:
         a = recipe.availability(s)
         if not a.ok:
             print(f"error: stage {s!r} is unavailable: {a.reason}", file=sys.stderr)
-            return 1
+            return EXIT_USAGE
+    video_clips = [c for c in clips if not c.audio_only]
+    audio_clips = [c for c in clips if c.audio_only]  # driving audio files: audio stages only
     with progress:
-        failures = _prepare_clips(recipe, clips, order, args.workers, progress)
+        report = prepare_all(recipe, video_clips, order, workers=args.workers, progress=progress,
+                             consumers=consumers)
+        if audio_clips:
+            more = prepare_all(recipe, audio_clips, audio_stages(order) or ["normalise"], workers=args.workers,
+                               progress=progress, consumers=consumers)
+            report.results.extend(more.results)
+            report.checks.update(more.checks)
+        stage_failures = dict(report)
+        failures = {**prepare_failures(report, order), **stage_failures}
         if args.debug_dir:
             from data_recipes.debug import write_overlays
 
-            for clip in progress.track(clips, "debug overlays"):
+            for clip in progress.track(video_clips, "debug overlays"):
                 if clip.id not in failures:
                     write_overlays(recipe.prepare(clip), order, args.debug_dir)
-    print(f"prepared {len(clips) - len(failures)}/{len(clips)} clips: stages {', '.join(order)}")
+    print(f"prepared {len(clips) - len(stage_failures)}/{len(clips)} clips: stages {', '.join(order)}")
+    if report.checks:
+        status = [c.status for c in report.checks.values()]
+        print(f"input checks: {status.count('ok')} ok, {status.count('warning')} with warnings, "
+              f"{status.count('failed')} failed (docs/RELIABILITY.md)")
+    for cid, why in report.gate_warnings().items():
+        print(f"  warning {cid}: {why}")
     for cid, err in failures.items():
         print(f"  failed {cid}: {err}", file=sys.stderr)
     if args.debug_dir:
         print(f"overlays: {args.debug_dir}")
-    return 0 if not failures else 1
+    if failures:
+        print(f"error: {len(failures)} clip(s) failed (exit {EXIT_RUN_FAILED})", file=sys.stderr)
+        return EXIT_RUN_FAILED
+    return 0
 
 
-def _prepare_clips(recipe, clips, stages, workers, progress) -> dict[str, str]:
-    try:
-        from data_recipes.prepare import prepare_all
-    except ImportError:
-        prepare_all = None
-    if prepare_all is not None:
-        return prepare_all(recipe, clips, stages, workers=workers, progress=progress)
-    failures: dict[str, str] = {}
-    for clip in progress.track(clips, "prepare"):
-        for s in stages:
-            try:
-                recipe.output(clip, s)
-            except Exception as e:
-                failures[clip.id] = f"{s}: {type(e).__name__}: {e}"
-                break
-    return failures
+def prepare_failures(report: Any, stages: Sequence[str]) -> dict[str, str]:
+    """Clips that failed an input check relevant to what was prepared: a failure for every method,
+    no face when the faces stage was prepared, too short for a chosen method."""
+    out: dict[str, str] = {}
+    for cid, checks in report.checks.items():
+        lines = [g.line() for g in checks.failed()
+                 if g.scope == "clip" or (g.scope == "faces" and "faces" in stages) or g.scope == "consumers"]
+        if lines:
+            out[cid] = "; ".join(lines)
+    return out
 
 
 def list_entries(what: str = "all") -> dict[str, list[dict[str, Any]]]:

@@ -33,6 +33,7 @@ from bench.progress import Progress
 from bench.registry import method_registry, metric_registry
 from bench.results import ResultRow, collect_parts, extra_json, to_frame, write_csv, write_parquet
 from data_recipes.clip import Clip, Dataset
+from data_recipes.quality import InputUnusable
 from data_recipes.recipe import PreparedClip, Recipe
 from metrics.base import Metric, MetricContext, MetricSpec, Sample, Score
 
@@ -155,7 +156,7 @@ def resolve_metrics(requested: Sequence[str], overrides: dict[str, dict[str, str
 
 
 def build_requests(dataset: Dataset, split: str, cross: bool) -> list[Request]:
-    clips = dataset.split(split)
+    clips = tuple(c for c in dataset.split(split) if not c.audio_only)  # driving audio is never a target
     if not clips:
         have = sorted({c.split for c in dataset.clips})
         raise RunError(f"dataset {dataset.name!r} has no clips in split {split!r} (it has: {', '.join(have)})")
@@ -451,9 +452,13 @@ class Runner:
         Stages only the report uses (REPORT_STAGES) are optional: where they fail, the clip still runs.
         """
         from data_recipes.prepare import prepare_all, recorded_precisions
+        from data_recipes.quality import consumer
+        from data_recipes.recipe import audio_stages
 
         t0 = time.monotonic()
         active = [m for m in self.methods if m.availability.ok]
+        # the input checks' length gate compares each clip with what these need (data_recipes.quality)
+        consumers = [consumer(m.name, m.spec) for m in [*active, *(x for x in self.metrics if x.availability.ok)]]
         metric_stages = {s for m in self.metrics if m.availability.ok for s in m.spec.stages}
         needed: dict[str, tuple[Clip, set[str]]] = {}
 
@@ -465,7 +470,7 @@ class Runner:
             need(r.driving, ("normalise",))
             for m in active:
                 need(r.target, m.spec.stages)
-                need(r.driving, m.spec.stages)
+                need(r.driving, audio_stages(m.spec.stages) if r.driving.audio_only else m.spec.stages)
         fit_clips = self._fit_clips()
         for m in active:
             if m.spec.fit_parts():
@@ -479,10 +484,18 @@ class Runner:
         for clip, stages in needed.values():
             groups.setdefault(frozenset(stages), []).append(clip)
         errors: dict[str, str] = {}
+        checks: dict[str, Any] = {}
         for stages, clips in groups.items():
-            errors.update(prepare_all(self.recipe, clips, sorted(stages), self.config.workers, self.progress))
+            report = prepare_all(self.recipe, clips, sorted(stages), self.config.workers, self.progress,
+                                 consumers=consumers)
+            errors.update(report)
+            checks.update(report.checks)
         targets = list({r.target.id: r.target for r in self.requests if r.target.id not in errors}.values())
-        prepare_all(self.recipe, targets, list(REPORT_STAGES), self.config.workers, self.progress)
+        report = prepare_all(self.recipe, targets, list(REPORT_STAGES), self.config.workers, self.progress,
+                             consumers=consumers)
+        checks.update(report.checks)  # the targets' checks again, with their faces now known
+        self._input_checks = checks
+        self._manifest["input_checks"] = {cid: c.to_json() for cid, c in checks.items()}
         self.phases.add("prepare", t0)
         self._manifest["precision"]["stages"] = recorded_precisions(self.recipe, needed.values())
         return errors
@@ -593,7 +606,8 @@ class Runner:
             else:
                 report = method.fit_part(part, [self.recipe.prepare(c) for c in clips], budget)
         except Exception as e:
-            traceback.print_exc(file=sys.stderr)
+            if not isinstance(e, InputUnusable):  # the input is at fault: the reason says it all
+                traceback.print_exc(file=sys.stderr)
             raise _FitFailed(f"fit failed ({label}, part {part.name}): {type(e).__name__}: {e}") from e
         finally:
             self.phases.add("fit", t0)
@@ -614,6 +628,7 @@ class Runner:
         for label, subject, reqs in self._groups(m.spec):
             todo = [r for r in reqs if not self._part_done(m.name, r.id)]
             outcome.skipped += len(reqs) - len(todo)
+            todo = self._passing_input_checks(m, todo)
             if todo:
                 pending.append((label, subject, todo))
         if not pending:
@@ -669,6 +684,26 @@ class Runner:
                 outcome.done += 1
             mf.write(self.layout.manifest, manifest)
 
+    def _passing_input_checks(self, m: Resolved, todo: list[Request]) -> list[Request]:
+        """The requests whose target clip passes the input checks for method `m`; the others are
+        written as failed with the gates' reason before any fit is spent on them (no face for a
+        method that needs faces, too short for it: data_recipes.quality)."""
+        from data_recipes.quality import blocking, needs_faces
+
+        checks = getattr(self, "_input_checks", {})
+        faces = needs_faces(m.spec.stages)
+        passing = []
+        for r in todo:
+            why = blocking(checks.get(r.target.id), m.name, faces)
+            if why is None:
+                passing.append(r)
+                continue
+            reason = f"input check failed for clip {r.target.id!r}: {why}"
+            self.progress.log(f"error: {m.name} on {r.id!r}: {reason}")
+            self._write_part(m.name, r.id, _missing_rows(self.metrics, self._base(r, m.name), "failed", reason,
+                                                         r.kind))
+        return passing
+
     def _record_fit(self, method: str, scope: str, report: FitReport, part: str = "",
                     budget: Budget | None = None) -> None:
         """One manifest entry per (scope, part): steps trained (in all and per counter), where it
@@ -716,7 +751,8 @@ class Runner:
             self.phases.add("generate", t0)
             reason = f"generate failed: {type(e).__name__}: {e}"
             self.progress.log(f"error: {m.name} on {r.id!r}: {reason}")
-            traceback.print_exc(file=sys.stderr)
+            if not isinstance(e, InputUnusable):
+                traceback.print_exc(file=sys.stderr)
             self._write_part(m.name, r.id, _missing_rows(self.metrics, base, "failed", reason, r.kind))
             return
         self.phases.add("generate", t0)

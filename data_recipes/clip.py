@@ -6,7 +6,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-Split = Literal["train", "val", "test"]
+# "driving": an audio-only clip that only drives cross-driven requests (never fitted on, never a target)
+Split = Literal["train", "val", "test", "driving"]
 SyncProtocol = Literal["lrs", "tracked"]
 
 
@@ -16,6 +17,9 @@ class Clip:
 
     `id` is unique within its dataset and safe to show (it is escaped in reports, never trusted).
     `audio` is a separate audio file when the dataset ships one (CMLR); otherwise the video's track.
+    `audio_only`: the clip is a driving audio file with no video (`video` then names the same file as
+    `audio`); only audio stages (`recipe.audio_stages`) are prepared for it, and its frame count is
+    the number of whole 25 fps frames its audio covers.
     """
 
     id: str
@@ -25,6 +29,7 @@ class Clip:
     audio: Path | None = None
     start: float = 0.0
     end: float | None = None
+    audio_only: bool = False
 
 
 @dataclass(frozen=True)

@@ -300,6 +300,8 @@ def normalise_stage(ctx) -> None:
     from data_recipes.recipe import save_array, save_json
 
     cfg, clip = ctx.config, ctx.clip
+    if clip.audio_only:
+        return _normalise_audio_only(ctx)
     tl = video_timeline(clip.video)
     frame_pts = select_frames(tl, clip.start, clip.end, cfg.fps)
     n = len(frame_pts)
@@ -332,12 +334,39 @@ def normalise_stage(ctx) -> None:
     })
 
 
+def _normalise_audio_only(ctx) -> None:
+    """"normalise" for a driving audio file (`Clip.audio_only`): its [start, end) segment at 16 kHz
+    mono, cut to the whole 25 fps frames it covers (a partial last frame is dropped, as a video's
+    is); no frames (`frame_pts` is empty)."""
+    from data_recipes.recipe import save_array, save_json
+
+    cfg, clip = ctx.config, ctx.clip
+    path = Path(clip.audio or clip.video)
+    audio_full = read_audio(path, cfg.sample_rate)
+    first = int(round(clip.start * cfg.sample_rate))
+    last = len(audio_full) if clip.end is None else min(len(audio_full), int(round(clip.end * cfg.sample_rate)))
+    per_frame = cfg.sample_rate // cfg.fps
+    n = max(last - first, 0) // per_frame
+    if n <= 0:
+        raise MediaError(f"{path}: the audio segment of clip {clip.id!r} lasts "
+                         f"{max(last - first, 0) / cfg.sample_rate:.3f} s, less than one {cfg.fps} fps frame")
+    save_array(ctx.out_dir, "frame_pts", np.zeros(0, np.int64))
+    save_array(ctx.out_dir, "audio", audio_full[first:first + n * per_frame].astype(np.float32))
+    save_json(ctx.out_dir, "meta", {
+        "num_frames": int(n), "height": 0, "width": 0, "fps": cfg.fps, "sample_rate": cfg.sample_rate,
+        "audio_only": True, "start": clip.start, "end": clip.end, "audio_padded_samples": 0, "audio_offset_s": 0.0,
+        "dropped_samples": int(max(last - first, 0) - n * per_frame),
+    })
+
+
 def iter_normalised_frames(clip: Clip, normalised, start: int = 0, stop: int | None = None) -> Iterator[np.ndarray]:
     """Yield the normalised frames [start, stop) of `clip` as uint8 RGB arrays, decoding as a stream.
 
     At most one decoded frame is held at a time; repeated frames are yielded as the same array
     object (read-only for the consumer: copy before modifying).
     """
+    if clip.audio_only:
+        raise MediaError(f"clip {clip.id!r} is a driving audio file ({clip.audio}): it has no frames")
     wanted = normalised.array("frame_pts")[start:stop]
     if len(wanted) == 0:
         return

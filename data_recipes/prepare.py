@@ -14,6 +14,12 @@ they finish; no stage changes it (`bench.threads`).
 Resuming: cache entries are written under a temporary name and renamed when complete, so after a
 crash every finished (clip, stage) is reused and only the unfinished ones run again. A failing clip
 does not stop the others; its error is reported.
+
+Quality gates (`data_recipes.quality`): after its stages, each clip's input checks (truncated media,
+silent audio, frames with a face, face size, length against what the consumers need) are read from
+the cached outputs, logged when not ok and kept in `PrepareReport.checks`. A gate failing for the
+whole clip (truncated media) makes the clip a failure like a stage error; the others are for the
+runner to apply per method (`quality.blocking`).
 """
 
 from __future__ import annotations
@@ -28,6 +34,7 @@ from typing import Iterable, Iterator, Literal, Mapping, Sequence
 
 from bench.progress import Progress
 from data_recipes.clip import Clip
+from data_recipes.quality import ClipChecks, Consumer, Gate, MediaProbes, QualityConfig, check_clip
 from data_recipes.recipe import Recipe, StageUnavailable, stage_order
 
 Status = Literal["cached", "computed", "unavailable", "failed", "skipped"]
@@ -47,17 +54,32 @@ class PrepareReport(Mapping[str, str]):
     """What `prepare_all` did, one row per (clip, stage) in run order.
 
     As a mapping it holds the clips that failed: clip id -> "<stage>: <error>" (empty when all
-    succeeded), which is what `bench prepare` prints.
+    succeeded), which is what `bench prepare` prints; a clip whose quality gate fails for every
+    method (truncated media) is one of them ("media: <reason>"). `checks` holds every clip's gates.
     """
 
     results: list[StageResult] = field(default_factory=list)
+    checks: dict[str, ClipChecks] = field(default_factory=dict)
 
     def _failures(self) -> dict[str, str]:
         out: dict[str, str] = {}
         for r in self.results:
             if r.status in ("failed", "unavailable") and r.clip_id not in out:
                 out[r.clip_id] = f"{r.stage}: {r.error.splitlines()[0] if r.error else r.status}"
+        for cid, checks in self.checks.items():
+            why = checks.clip_failure()
+            if why and cid not in out:
+                out[cid] = why
         return out
+
+    def gate_failures(self) -> dict[str, str]:
+        """Clips with any failed gate (whomever it stops): clip id -> the failed gates' lines."""
+        return {cid: "; ".join(g.line() for g in c.failed()) for cid, c in self.checks.items() if c.failed()}
+
+    def gate_warnings(self) -> dict[str, str]:
+        """Clips with warnings: clip id -> the warning gates' lines."""
+        return {cid: "; ".join(g.line() for g in c.gates if g.status == "warning")
+                for cid, c in self.checks.items() if any(g.status == "warning" for g in c.gates)}
 
     def __getitem__(self, clip_id: str) -> str:
         return self._failures()[clip_id]
@@ -79,10 +101,27 @@ class PrepareReport(Mapping[str, str]):
 
     @property
     def ok(self) -> bool:
-        return not self.failed()
+        return not self.failed() and not any(c.clip_failure() for c in self.checks.values())
 
 
-def _prepare_clip(recipe: Recipe, clip: Clip, order: Sequence[str]) -> list[StageResult]:
+def _checks(recipe: Recipe, clip: Clip, order: Sequence[str], consumers: Sequence[Consumer],
+            quality: QualityConfig, probes: MediaProbes) -> ClipChecks | None:
+    """The clip's gates; a bug in a gate must not cost the clip, so it becomes a warning."""
+    try:
+        return check_clip(recipe, clip, consumers, quality, probes, stages=order)
+    except Exception as e:
+        return ClipChecks(clip.id, (Gate("checks", "warning", f"input checks could not run: {type(e).__name__}: {e}"),))
+
+
+def _prepare_clip(recipe: Recipe, clip: Clip, order: Sequence[str], consumers: Sequence[Consumer] = (),
+                  quality: QualityConfig | None = None,
+                  probes: MediaProbes | None = None) -> tuple[list[StageResult], ClipChecks | None]:
+    results = _run_stages(recipe, clip, order)
+    checks = _checks(recipe, clip, order, consumers, quality or QualityConfig(), probes or MediaProbes())
+    return results, checks
+
+
+def _run_stages(recipe: Recipe, clip: Clip, order: Sequence[str]) -> list[StageResult]:
     results: list[StageResult] = []
     for i, stage in enumerate(order):
         if recipe.is_cached(clip, stage):
@@ -117,13 +156,16 @@ def worker_threads(workers: int) -> int:
 
 
 def prepare_all(recipe: Recipe, clips: Sequence[Clip], stages: Sequence[str], workers: int = 2,
-                progress: Progress | None = None, threads: int | None = None) -> PrepareReport:
-    """Compute (or find cached) `stages` and everything they require for every clip.
+                progress: Progress | None = None, threads: int | None = None,
+                consumers: Sequence[Consumer] = (), quality: QualityConfig | None = None) -> PrepareReport:
+    """Compute (or find cached) `stages` and everything they require for every clip, then its
+    quality gates (`PrepareReport.checks`).
 
     workers: clips prepared at once (threads; 1 runs in the calling thread). Stage-internal
     progress bars (frames of a clip) appear under the overall "prepare" bar. threads: torch
     intra-op threads while the workers run (None: `worker_threads(workers)`; 0: unchanged), set
-    before the first worker starts and restored after the last one ends.
+    before the first worker starts and restored after the last one ends. consumers: the methods
+    and metrics that will read the clips (`quality.consumer`), for the length gate.
     """
     progress = progress or Progress.off()
     order = stage_order(list(stages))
@@ -132,25 +174,33 @@ def prepare_all(recipe: Recipe, clips: Sequence[Clip], stages: Sequence[str], wo
         return report
     workers = min(workers, len(clips))
     threads = worker_threads(workers) if threads is None else threads
+    quality = quality or QualityConfig()
+    probes = MediaProbes()
     with _torch_threads(threads), \
             progress.task(f"prepare {len(clips)} clips x {len(order)} stages", len(clips)) as bar:
         if workers <= 1:
             for clip in clips:
-                res = _prepare_clip(recipe, clip, order)
+                res, checks = _prepare_clip(recipe, clip, order, consumers, quality, probes)
                 report.results.extend(res)
-                _log_failures(progress, res)
+                if checks is not None:
+                    report.checks[clip.id] = checks
+                _log_failures(progress, res, checks)
                 bar.advance()
         else:
             with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="prepare") as pool:
-                futures = {pool.submit(_prepare_clip, recipe, clip, order): clip for clip in clips}
-                by_clip: dict[str, list[StageResult]] = {}
+                futures = {pool.submit(_prepare_clip, recipe, clip, order, consumers, quality, probes): clip
+                           for clip in clips}
+                by_clip: dict[str, tuple[list[StageResult], ClipChecks | None]] = {}
                 for fut in as_completed(futures):
-                    res = fut.result()
-                    by_clip[futures[fut].id] = res
-                    _log_failures(progress, res)
+                    res, checks = fut.result()
+                    by_clip[futures[fut].id] = (res, checks)
+                    _log_failures(progress, res, checks)
                     bar.advance()
                 for clip in clips:  # report in clip order, not completion order
-                    report.results.extend(by_clip[clip.id])
+                    res, checks = by_clip[clip.id]
+                    report.results.extend(res)
+                    if checks is not None:
+                        report.checks[clip.id] = checks
     return report
 
 
@@ -190,7 +240,9 @@ def _torch_threads(n: int):
     return torch_threads(n)
 
 
-def _log_failures(progress: Progress, results: Sequence[StageResult]) -> None:
+def _log_failures(progress: Progress, results: Sequence[StageResult], checks: ClipChecks | None = None) -> None:
     for r in results:
         if r.status in ("failed", "unavailable"):
             progress.log(f"{r.clip_id}: stage '{r.stage}' {r.status}: {r.error.splitlines()[0]}")
+    for g in checks.not_ok() if checks is not None else ():
+        progress.log(f"{checks.clip_id}: input check {g.status}: {g.line()}")

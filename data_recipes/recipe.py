@@ -27,6 +27,7 @@ request's fps timings, so the fps metric sees the same code that produced the fe
 from __future__ import annotations
 
 import contextlib
+import os
 import importlib
 import json
 import threading
@@ -203,6 +204,16 @@ def stage_spec(name: str) -> StageSpec:
     return STAGES[name]
 
 
+def audio_stages(names: Sequence[str]) -> list[str]:
+    """Those of `names` that read only audio (normalise and the per-request audio features, with
+    nothing between them that needs frames): what an audio-only driving clip can be prepared for."""
+    def audio(n: str) -> bool:
+        spec = stage_spec(n)
+        return (n == "normalise" or spec.per_request) and all(audio(d) for d in spec.requires)
+
+    return [n for n in names if audio(n)]
+
+
 def _load(entry: str) -> Callable[..., Any]:
     module, _, attr = entry.partition(":")
     return getattr(importlib.import_module(module), attr)
@@ -246,6 +257,9 @@ class Recipe:
         self._locks: dict[tuple[str, str], threading.Lock] = {}
         self._guard = threading.Lock()
         self._clips: dict[str, Clip] = {}
+        self._by_subject: dict[str, list[Clip]] = {}
+        self._subject_sorted: dict[str, tuple[Clip, ...]] = {}
+        self._fingerprints: dict[Clip, tuple[tuple, dict[str, Any]]] = {}
         self._hardware: str | None = None
         self.add_clips(clips)
 
@@ -255,16 +269,22 @@ class Recipe:
             old = self._clips.get(c.id)
             if old is not None and old != c:
                 raise ValueError(f"two different clips share the id {c.id!r}")
+            if old is None:
+                self._by_subject.setdefault(c.subject, []).append(c)
             self._clips[c.id] = c
         self._keys.clear()
+        self._subject_sorted.clear()
 
     def subject_clips(self, clip: Clip) -> tuple[Clip, ...]:
         """Every known clip of `clip`'s subject, train first, then val, then test (given order within)."""
         if self._clips.get(clip.id) != clip:
             return (clip,)
-        same = [c for c in self._clips.values() if c.subject == clip.subject]
-        rank = {"train": 0, "val": 1, "test": 2}
-        return tuple(sorted(same, key=lambda c: rank.get(c.split, 3)))
+        got = self._subject_sorted.get(clip.subject)   # indexed: a scan per call is quadratic on CMLR
+        if got is None:
+            rank = {"train": 0, "val": 1, "test": 2}
+            got = tuple(sorted(self._by_subject.get(clip.subject, []), key=lambda c: rank.get(c.split, 3)))
+            self._subject_sorted[clip.subject] = got
+        return got
 
     def subject_sources(self, clip: Clip) -> tuple[Clip, ...]:
         """The clips a subject stage of `clip`'s subject is computed from: its train clips, or all of
@@ -293,23 +313,38 @@ class Recipe:
         return Availability.yes()
 
     def clip_fingerprint(self, clip: Clip) -> dict[str, Any]:
-        return {
+        # Remembered per clip while its files keep their size and mtime: a run asks for it many times
+        # per clip (stage keys, fit keys, generated-video keys), and on a 100k-clip dataset each
+        # `file_sha256` (path resolution + memo read) would add minutes to planning.
+        files = (clip.video, clip.audio)
+        try:
+            sig = tuple((st.st_size, st.st_mtime_ns) for st in (os.stat(f) for f in files if f is not None))
+        except OSError:
+            sig = None
+        memo = self._fingerprints.get(clip)
+        if sig is not None and memo is not None and memo[0] == sig:
+            return dict(memo[1])
+        fp = {
             "video": file_sha256(clip.video),
             "audio": file_sha256(clip.audio) if clip.audio else None,
             "start": clip.start,
             "end": clip.end,
         }
+        if sig is not None:
+            self._fingerprints[clip] = (sig, fp)
+        return dict(fp)
 
     def key(self, clip: Clip, stage: str) -> str:
         """The cache key of `stage` for `clip` (for a subject stage: of the clip's subject)."""
         spec = stage_spec(stage)
         if spec.level == "subject":
-            sources = self.subject_sources(clip)
-            memo = ("subject\0" + clip.subject + "\0" + "\0".join(_clip_memo(c) for c in sources), stage)
+            # a known clip's sources are its subject's (fixed until add_clips, which clears the memo)
+            known = self._clips.get(clip.id) == clip
+            memo = ("subject\0" + clip.subject + ("" if known else "\0" + _clip_memo(clip)), stage)
         else:
-            sources = (clip,)
             memo = (_clip_memo(clip), stage)
         if memo not in self._keys:
+            sources = self.subject_sources(clip) if spec.level == "subject" else (clip,)
             if spec.level == "subject":
                 upstream = [self.key(sources[0], d) if stage_spec(d).level == "subject"
                             else [self.key(c, d) for c in sources] for d in spec.requires]
@@ -338,6 +373,9 @@ class Recipe:
             models=self.models))
 
     def _subject_output(self, clip: Clip, spec: StageSpec) -> StageOutput:
+        key, namespace = self.key(clip, spec.name), f"stages/{spec.name}"
+        if self.cache.has(namespace, key):   # done: skip gathering every source clip's inputs (O(subject))
+            return StageOutput(spec.name, key, self.cache.entry(namespace, key))
         sources = self.subject_sources(clip)
         inputs = {d: self.output(sources[0], d) for d in spec.requires if stage_spec(d).level == "subject"}
         clip_inputs = {d: tuple(self.output(c, d) for c in sources)

@@ -15,6 +15,14 @@ The cross-driven pair drives the test video with the val segment's audio: it is 
 the same length as the test segment, and it is held out of training, so a person-specific method
 cannot have memorised the mouth shapes that go with that audio (driving with train audio would
 flatter its sync scores). Clip ids are "<file stem>/<split>".
+
+Driving audio files: `video:<clip>+<audio>[+<audio>...]` adds one cross-driven request per audio
+file (wav, mp3, m4a, flac, ...: anything FFmpeg decodes, any rate or channel count; normalised to
+16 kHz mono like every clip), each driving the test segment. Each file becomes an audio-only clip
+"<file stem>/audio:<audio file name>" in the split "driving": never trained on, never a target; its
+length is the whole 25 fps frames it covers (methods loop the test video when the audio is longer).
+The argument is split at "+" only where the part before names an existing file, so a path that
+itself contains "+" still works; a missing audio file is named in the error.
 """
 
 from __future__ import annotations
@@ -61,13 +69,68 @@ def split_frames(total_frames: int, test_seconds: float | None, name: str) -> tu
     return train, k, note
 
 
+MIN_DRIVING_FRAMES = MIN_HELD_OUT_FRAMES   # a driving audio file must be scorable like a held-out segment
+
+
+def split_argument(argument: str) -> tuple[Path, tuple[Path, ...]]:
+    """`<video>[+<audio>...]` -> (video, driving audio files), splitting at a "+" only where the text
+    before it (since the last split) names an existing file. Raises DatasetError naming what is
+    missing."""
+    whole = Path(argument).expanduser()
+    if whole.is_file() or "+" not in argument:
+        return whole, ()
+    parts = argument.split("+")
+    found: list[Path] = []
+    i = 0
+    while i < len(parts):
+        for j in range(i + 1, len(parts) + 1):
+            candidate = Path("+".join(parts[i:j])).expanduser()
+            if candidate.is_file():
+                found.append(candidate)
+                i = j
+                break
+        else:
+            what = "video file" if not found else "driving audio file"
+            raise DatasetError(f"{what} {Path(parts[i]).expanduser()} not found "
+                               "(--dataset video:<clip>[+<audio file>...])")
+    return found[0], tuple(found[1:])
+
+
 def check(argument: str | None) -> Availability:
     if not argument:
         return Availability.no("needs a video file: --dataset video:<path>")
-    p = Path(argument).expanduser()
-    if not p.is_file():
-        return Availability.no(f"video file {p} not found")
+    try:
+        video, _ = split_argument(argument)
+    except DatasetError as e:
+        return Availability.no(str(e))
+    if not video.is_file():
+        return Availability.no(f"video file {video} not found")
     return Availability.yes()
+
+
+def driving_clips(audio_files: tuple[Path, ...], stem: str) -> tuple[Clip, ...]:
+    """One audio-only clip per driving audio file; checks each has a decodable audio stream and
+    lasts at least MIN_DRIVING_FRAMES frames (when the container says how long)."""
+    from data_recipes.media import MediaError, probe
+
+    clips: list[Clip] = []
+    names: set[str] = set()
+    for path in audio_files:
+        path = path.resolve()
+        try:
+            info = probe(path)
+        except MediaError as e:
+            raise DatasetError(f"driving audio file {path} cannot be used: {e}") from e
+        if info.audio is None:
+            raise DatasetError(f"driving audio file {path} has no audio stream")
+        if info.audio.duration is not None and info.audio.duration * FPS < MIN_DRIVING_FRAMES:
+            raise DatasetError(f"driving audio file {path} lasts {info.audio.duration:.2f} s; at least "
+                               f"{MIN_DRIVING_FRAMES / FPS:g} s ({MIN_DRIVING_FRAMES} frames) are needed")
+        name = path.name if path.name not in names else f"{path.name}#{len(clips) + 1}"
+        names.add(name)
+        clips.append(Clip(f"{stem}/audio:{name}", path, subject=f"driving:{name}", split="driving", audio=path,
+                          audio_only=True))
+    return tuple(clips)
 
 
 def load(argument: str | None, options) -> Dataset:
@@ -75,7 +138,8 @@ def load(argument: str | None, options) -> Dataset:
 
     if not argument:
         raise DatasetError("dataset 'video' needs a file: --dataset video:<path to an mp4 with audio>")
-    path = Path(argument).expanduser().resolve()
+    video, audio_files = split_argument(argument)
+    path = video.resolve()
     if not path.is_file():
         raise DatasetError(f"video file {path} not found")
     try:
@@ -94,18 +158,22 @@ def load(argument: str | None, options) -> Dataset:
     stem = path.stem
     subject = options.subjects[0] if options.subjects else stem
     b1, b2 = n_train / FPS, (n_train + k) / FPS
+    driving = driving_clips(audio_files, stem)
     clips = (
         Clip(f"{stem}/train", path, subject=subject, split="train", start=0.0, end=round(b1, 6)),
         Clip(f"{stem}/val", path, subject=subject, split="val", start=round(b1, 6), end=round(b2, 6)),
         Clip(f"{stem}/test", path, subject=subject, split="test", start=round(b2, 6),
              end=round(total / FPS, 6)),
+        *driving,
     )
     return Dataset(
         name="video",
         description=f"{path.name}: {duration:.1f} s, {info.video.width}x{info.video.height}; "
-                    f"train [0, {b1:.2f}) s, val [{b1:.2f}, {b2:.2f}) s, test [{b2:.2f}, {duration:.2f}) s",
+                    f"train [0, {b1:.2f}) s, val [{b1:.2f}, {b2:.2f}) s, test [{b2:.2f}, {duration:.2f}) s"
+                    + (f"; driving audio: {', '.join(c.audio.name for c in driving if c.audio)}" if driving else ""),
         clips=clips,
-        pairs=(CrossPair(video_clip=f"{stem}/test", audio_clip=f"{stem}/val"),),
+        pairs=(CrossPair(video_clip=f"{stem}/test", audio_clip=f"{stem}/val"),
+               *(CrossPair(video_clip=f"{stem}/test", audio_clip=c.id) for c in driving)),
         sync_protocol="tracked",
         source=str(path),
         notes=(f"source {info.video.fps:.3g} fps" + (" (variable)" if info.video.variable_frame_rate else "")

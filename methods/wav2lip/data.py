@@ -127,6 +127,14 @@ def usable(clips: Sequence[ClipData]) -> list[ClipData]:
     return [c for c in clips if len(c.frame_ids) > 3 * SYNC_T]
 
 
+def no_usable_clip(clips: Sequence[ClipData]) -> str:
+    """Why no clip can be sampled: each clip's frames with a face against the sampler's need."""
+    shown = ", ".join(f"{c.clip_id!r}: {len(c.frame_ids)} of {len(c.valid)}" for c in clips[:5])
+    more = f" and {len(clips) - 5} more" if len(clips) > 5 else ""
+    return (f"wav2lip: no training clip has more than {3 * SYNC_T} frames with a detected face "
+            f"(frames with a face: {shown or 'no clips'}{more}); training needs faces")
+
+
 def expert_sample(clips: Sequence[ClipData], rng: np.random.Generator, max_tries: int = 10000):
     """One expert example: x (15, 48, 96) float32, mel (1, 80, 16) float32, y (1,) float32."""
     for _ in range(max_tries):
@@ -195,6 +203,10 @@ def split_train_eval(train: Sequence[ClipData], held_out: Sequence[ClipData],
     single clip, its last `fraction` of frames (a time split; windows near the cut may share audio).
     """
     train = list(train)
+    if not train:
+        from data_recipes.quality import InputUnusable
+
+        raise InputUnusable("wav2lip: no training clip to split for evaluation")
     if held_out:
         return train, list(held_out), "evaluated on the dataset's val clips"
     if len(train) >= 2:

@@ -260,7 +260,8 @@ class Wav2LipMethod(Method):
 
     def _train(self, clips: Sequence["PreparedClip"], budget: Budget, t0: float) -> FitReport:
         from bench.weights import sha256_file
-        from methods.wav2lip.data import prepare_clip, split_train_eval, usable
+        from data_recipes.quality import InputUnusable
+        from methods.wav2lip.data import no_usable_clip, prepare_clip, split_train_eval, usable
         from methods.wav2lip.train import train_expert, train_generator
 
         cfg, ctx = self.config, self.context
@@ -276,10 +277,12 @@ class Wav2LipMethod(Method):
             raise ValueError("wav2lip: fit needs at least one training clip")
         data = [prepare_clip(c, cfg.jpeg_crops, cfg.train_crops, progress) for c in train_pc]
         held = [prepare_clip(c, cfg.jpeg_crops, cfg.train_crops, progress) for c in val_pc]
+        if not usable(data):  # checked before splitting: a split of nothing has no clip to cut
+            raise InputUnusable(no_usable_clip(data))
         train, held_out, split_note = split_train_eval(usable(data), usable(held))
         train = usable(train)
         if not train:
-            raise ValueError("wav2lip: no training clip has more than 15 frames with a detected face")
+            raise InputUnusable(no_usable_clip(data))
         if not usable(held_out):
             held_out, split_note = train, split_note + " (too short to sample; evaluating on training clips)"
         start = time.monotonic()
@@ -357,6 +360,11 @@ class Wav2LipMethod(Method):
         if options.box is None:
             crops = target.stage("wav2lip_crops")
             det, has_face = crops.array("detector_boxes"), crops.array("has_face")
+            if not has_face[:n_used].any():
+                from data_recipes.quality import InputUnusable
+
+                raise InputUnusable(f"wav2lip: no face in any of the {n_used} frames of target clip {target.id!r}: "
+                                    "nothing to lip-sync (give a fixed box with --set wav2lip.box=y1,y2,x1,x2)")
         timer = StageTimer(self.context.device)
         out = lipsync(self._model, frames, mel, det, has_face, options, self.context.device,
                       timer=timer, progress=self.context.progress)
