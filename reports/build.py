@@ -94,7 +94,7 @@ def build_report(run_dirs: list[Path], out_dir: Path | None = None, progress=Non
     """Write `<out_dir>/report.html` (default out_dir: `<first run>/report`) and return its path."""
     from bench.cache import atomic_write_text
     from bench.progress import Progress
-    from reports import decision, flags as flagging, media, paper, plots, tables
+    from reports import decision, flags as flagging, inputs, media, paper, plots, tables
     from reports.load import load_bundle
 
     cfg = config or ReportConfig()
@@ -139,6 +139,7 @@ def build_report(run_dirs: list[Path], out_dir: Path | None = None, progress=Non
         "paper": pt,
         "paper_unverified": paper.UNVERIFIED,
         "exports": export_links,
+        "input_checks": inputs.input_checks(bundle.runs),
     }
     html = _env().get_template("report.html").render(**context)
     path = out_dir / "report.html"
