@@ -60,20 +60,25 @@ class Dataset:
         return tuple(c for c in self.clips if c.split == name)
 
     def clip(self, clip_id: str) -> Clip:
-        for c in self.clips:
-            if c.id == clip_id:
-                return c
-        raise KeyError(f"no clip {clip_id!r} in dataset {self.name!r}")
+        """The clip with this id, in constant time (an index built once: CMLR has 102k clips and a
+        run looks up two per cross pair)."""
+        try:
+            return self._index[clip_id]
+        except KeyError:
+            raise KeyError(f"no clip {clip_id!r} in dataset {self.name!r}") from None
 
     def subjects(self) -> tuple[str, ...]:
         return tuple(sorted({c.subject for c in self.clips}))
 
     def __post_init__(self) -> None:
-        ids = [c.id for c in self.clips]
-        if len(ids) != len(set(ids)):
-            dup = sorted({i for i in ids if ids.count(i) > 1})
+        index = {c.id: c for c in self.clips}
+        if len(index) != len(self.clips):
+            from collections import Counter
+
+            dup = sorted(i for i, n in Counter(c.id for c in self.clips).items() if n > 1)
             raise ValueError(f"dataset {self.name!r} has duplicate clip ids: {dup[:5]}")
-        known = set(ids)
+        object.__setattr__(self, "_index", index)   # frozen: not a field (equality and repr ignore it)
+        known = index
         for p in self.pairs:
             for cid in (p.video_clip, p.audio_clip):
                 if cid not in known:

@@ -60,8 +60,15 @@ class PrepareReport(Mapping[str, str]):
 
     results: list[StageResult] = field(default_factory=list)
     checks: dict[str, ClipChecks] = field(default_factory=dict)
+    # (rows and checks seen, failures): rebuilt only when rows or checks were added, so reading the
+    # mapping is linear (rebuilt per lookup it was quadratic in the failed clips of a CMLR prepare)
+    _memo: tuple[tuple[int, int], dict[str, str]] = field(default=((-1, -1), {}), init=False, repr=False,
+                                                         compare=False)
 
     def _failures(self) -> dict[str, str]:
+        seen = (len(self.results), len(self.checks))
+        if self._memo[0] == seen:
+            return self._memo[1]
         out: dict[str, str] = {}
         for r in self.results:
             if r.status in ("failed", "unavailable") and r.clip_id not in out:
@@ -70,6 +77,7 @@ class PrepareReport(Mapping[str, str]):
             why = checks.clip_failure()
             if why and cid not in out:
                 out[cid] = why
+        self._memo = (seen, out)
         return out
 
     def gate_failures(self) -> dict[str, str]:
