@@ -13,8 +13,9 @@ from tests.reports.test_build import HOSTILE, manifest, write_run
 
 def _checks() -> dict:
     ok = ClipChecks("good/test", (Gate("media", "ok", "fine"), Gate("audio", "ok", "RMS -20.0 dBFS", -20.0)))
-    noface = ClipChecks(HOSTILE, (Gate("media", "ok", "fine"),
-                                  Gate("faces", "failed", f"no face in any of 25 frames {HOSTILE}", 0.0, scope="faces")))
+    noface = ClipChecks(HOSTILE, (Gate("media", "ok", "fine"), Gate("faces", "failed",
+                                                                     f"no face in any of 25 frames {HOSTILE}", 0.0,
+                                                                     scope="faces")))
     quiet = ClipChecks("quiet/test", (Gate("audio", "warning", "near-silent: RMS -61.0 dBFS < -50 dBFS", -61.0),
                                       Gate("face_size", "ok", "median box side 180 px", 180.0)))
     return {c.clip_id: c.to_json() for c in (ok, noface, quiet)}
