@@ -183,7 +183,7 @@ def prepare_all(recipe: Recipe, clips: Sequence[Clip], stages: Sequence[str], wo
     workers = min(workers, len(clips))
     threads = worker_threads(workers) if threads is None else threads
     quality = quality or QualityConfig()
-    probes = MediaProbes()
+    probes = MediaProbes(recipe.cache)
     with _torch_threads(threads), \
             progress.task(f"prepare {len(clips)} clips x {len(order)} stages", len(clips)) as bar:
         if workers <= 1:

@@ -265,26 +265,51 @@ def length_gate(frames: int, face_frames: int | None, split: str, consumers: Seq
 
 class MediaProbes:
     """Truncation verdicts memoised per file: the clips of one video share one probe (it demuxes
-    the whole file). Thread-safe for prepare's workers."""
+    the whole file), and with a `cache` the verdict is kept under "media-checks/" keyed by the
+    file's content hash, so a resumed prepare of a large dataset does not demux every file again.
+    Thread-safe for prepare's workers."""
 
-    def __init__(self) -> None:
+    VERSION = "1"   # bump when `MediaInfo.truncation()` changes its verdict
+
+    def __init__(self, cache: Any = None) -> None:
+        self._cache = cache
         self._done: dict[Path, str | None] = {}
         self._lock = threading.Lock()
 
     def truncation(self, path: Path) -> str | None:
-        from data_recipes.media import MediaError, probe
-
         path = Path(path)
         with self._lock:
             if path in self._done:
                 return self._done[path]
-        try:
-            info = probe(path)
-            why = info.truncation()
-        except MediaError as e:  # unreadable: the normalise stage already failed and said why
-            why = str(e)
+        why = self._stored(path) if self._cache is not None else self._probe(path)
         with self._lock:
             self._done[path] = why
+        return why
+
+    @staticmethod
+    def _probe(path: Path) -> str | None:
+        from data_recipes.media import MediaError, probe
+
+        try:
+            return probe(path).truncation()
+        except MediaError as e:  # unreadable: the normalise stage already failed and said why
+            return str(e)
+
+    def _stored(self, path: Path) -> str | None:
+        import json
+
+        from bench.cache import content_key, file_sha256
+
+        key = content_key("media-check", self.VERSION, file_sha256(path))
+        found = self._cache.entry("media-checks", key) / "check.json"
+        if found.is_file():
+            stored = json.loads(found.read_text())
+            why = stored.get("truncation")
+            # the verdict names the file it was made for: the same content may sit elsewhere now
+            return None if why is None else str(why).replace(str(stored.get("path", "")), str(path))
+        why = self._probe(path)
+        with self._cache.write("media-checks", key) as tmp:
+            (tmp / "check.json").write_text(json.dumps({"truncation": why, "path": str(path)}))
         return why
 
 
@@ -302,7 +327,7 @@ def check_clip(recipe: "Recipe", clip: "Clip", consumers: Sequence[Consumer] = (
     frames = int(meta.get("num_frames", 0))
     gates: list[Gate] = []
     if not clip.audio_only:
-        why = (probes or MediaProbes()).truncation(clip.video)
+        why = (probes or MediaProbes(recipe.cache)).truncation(clip.video)
         gates.append(Gate("media", "failed", why, scope="clip") if why else
                       Gate("media", "ok", "decodes to the length its header claims"))
     gates.append(audio_gate(norm.array("audio", mmap=True), config))

@@ -126,7 +126,7 @@ def test_gates_of_real_prepared_clips(isolated_dirs, demo_video, tmp_path):
     assert report.ok and len(report) == 0 and report.gate_warnings() == {"quiet": q["audio"].line()}
 
 
-def test_truncated_media_fails_the_clip_in_prepare(isolated_dirs, demo_video, tmp_path):
+def test_truncated_media_fails_the_clip_in_prepare(isolated_dirs, demo_video, tmp_path, monkeypatch):
     """A faststart mp4 cut short still claims its full length; normalise reads what is there, the
     media gate names the file truncated and the clip fails (for every method)."""
     from bench.cache import Cache
@@ -145,3 +145,12 @@ def test_truncated_media_fails_the_clip_in_prepare(isolated_dirs, demo_video, tm
     assert not report.failed()                   # every stage ran on the readable part
     assert not report.ok and list(report) == ["cut"]
     assert report["cut"].startswith("media: ") and "truncated or partly corrupt" in report["cut"]
+    # the verdict is kept by content: a resumed prepare does not demux the file again
+    import data_recipes.media as media
+
+    def no_probe(path):
+        raise AssertionError("probed again")
+
+    monkeypatch.setattr(media, "probe", no_probe)
+    again = prepare_all(Recipe(Cache(isolated_dirs / "cache")), [clip], ["normalise"], workers=1)
+    assert again["cut"] == report["cut"]
