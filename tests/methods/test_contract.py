@@ -45,6 +45,8 @@ CONTRACTS = [
                          "train_precision": "fp32", "precision": "fp32"}, trainable=True,
              missing={"checkpoint": "/nonexistent/wav2lip_gan.pth"}, fewer_frames=4, networks=2),
     Contract("dummy_plugin", trainable=True, missing={"weights": "/nonexistent/shared.json"}),
+    Contract("nerf_head", {"renderer_preset": "tiny", "a2m_size": "tiny", "eval_frames": "1"}, trainable=True,
+             missing={"audio2motion_checkpoint": "/nonexistent/a2m_official"}, networks=2),
 ]
 IDS = [c.name for c in CONTRACTS]
 TEST_SECONDS = 0.8

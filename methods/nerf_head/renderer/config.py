@@ -4,10 +4,10 @@
 lm3d_radnerf_torso_sr.yaml; 250k steps per stage). `standard` keeps the full architecture and
 shortens the schedule so that head + torso train on one GPU in about 8 minutes (sized by estimate from
 the pure-PyTorch throughput measured on an H200, not measured end to end in this session). `quick` is
-sized for the 2-core CPU demo and is NOT the published model: 64-pixel internal renders, a 64^3
+sized for the 2-core CPU demo and is NOT the published model: 48-pixel internal renders, a 64^3
 occupancy grid, 8 grid levels with 2^14 entries up to resolution 256, 64-wide MLPs, a 4x narrower
-super-resolution (64 -> 128, then resized to the output size), and a few hundred steps; the torso
-trains only briefly. Everything it produces says "quick" in its config.
+super-resolution (48 -> 96, then resized to the output size), 120 steps at a 10x learning rate, and
+no torso network unless the budget asks for torso steps. Everything it produces says "quick" in its config.
 """
 
 from __future__ import annotations
@@ -126,15 +126,17 @@ class RendererConfig:
 def _quick() -> RendererConfig:
     small = GridConfig(num_levels=8, level_dim=2, base_resolution=16, desired_resolution=256, log2_hashmap_size=14)
     head = FieldConfig(grid=small, ambient_grid=small, hidden_ambient=64, hidden_sigma=64, geo_feat_dim=64,
-                       hidden_color=64, grid_size=64, sr_channels=(32, 16), render_size=64)
+                       hidden_color=64, grid_size=64, sr_channels=(32, 16), render_size=48)
     torso = TorsoConfig(grid=small)
     return RendererConfig(
         name="quick", head=head, torso=torso,
-        head_train=TrainConfig(steps=400, decay_steps=4_000, lpips_start=10**9, eval_frames=2),
-        torso_train=TrainConfig(steps=60, decay_steps=4_000, lpips_start=10**9, eval_frames=2),
-        note=("quick (CPU demo): NOT the published renderer - 64 px internal render, 8 grid levels x 2^14 "
-              "up to 256, 64-wide MLPs, 64^3 occupancy, SR 64->128 with 32/16 channels resized to the "
-              "output, 400 head+SR steps and 60 torso steps, no perceptual term"))
+        head_train=TrainConfig(steps=120, lr=5e-3, decay_steps=4_000, lpips_start=10**9, eval_frames=2),
+        torso_train=TrainConfig(steps=0, lr=2e-3, decay_steps=4_000, lpips_start=10**9, eval_frames=2),
+        note=("quick (CPU demo): NOT the published renderer - 48 px internal render, 8 grid levels x 2^14 "
+              "up to 256, 64-wide MLPs, 64^3 occupancy, SR 48->96 with 32/16 channels resized to the output, "
+              "120 head+SR steps at 10x the published lr (5e-3 networks, 5e-2 grids), no torso network by "
+              "default (the head is composited over the target frame's own torso), no perceptual term: a "
+              "blurry, partly transparent head that follows the landmarks, for checking the pipeline"))
 
 
 def _standard() -> RendererConfig:
@@ -147,11 +149,24 @@ def _standard() -> RendererConfig:
               "(an estimate, not measured here)"))
 
 
-PRESETS = {"quick": _quick, "standard": _standard, "full": RendererConfig}
+def _tiny() -> RendererConfig:
+    """Tests and the method contract battery only: a few pixels, a few thousand parameters."""
+    small = GridConfig(num_levels=4, level_dim=2, base_resolution=4, desired_resolution=32, log2_hashmap_size=10)
+    head = FieldConfig(grid=small, ambient_grid=small, hidden_ambient=16, hidden_sigma=16, geo_feat_dim=16,
+                       hidden_color=16, grid_size=16, sr_channels=(4, 4), render_size=16, individual_num=1024)
+    torso = TorsoConfig(grid=small, deform_hidden=16, canonical_hidden=16)
+    return RendererConfig(
+        name="tiny", head=head, torso=torso,
+        head_train=TrainConfig(steps=4, lr=2e-3, decay_steps=1000, lpips_start=10**9, eval_frames=1),
+        torso_train=TrainConfig(steps=2, lr=2e-3, decay_steps=1000, lpips_start=10**9, eval_frames=1),
+        note="tiny (tests only): 16 px render, 4 grid levels, 16-wide MLPs - not a usable renderer")
+
+
+PRESETS = {"tiny": _tiny, "quick": _quick, "standard": _standard, "full": RendererConfig}
 
 
 def preset(name: str) -> RendererConfig:
-    """"quick" | "standard" | "full"."""
+    """"quick" | "standard" | "full" (and "tiny" for tests)."""
     if name not in PRESETS:
         raise ValueError(f"unknown renderer preset {name!r}: {', '.join(PRESETS)}")
     return PRESETS[name]()
