@@ -50,6 +50,18 @@ def _add_dataset_args(p: argparse.ArgumentParser, split_default: str = "test") -
                         "default: looked up in the dataset root")
 
 
+def _count_or_all(text: str) -> int | None:
+    if text.strip().lower() == "all":
+        return None
+    try:
+        n = int(text)
+    except ValueError:
+        n = -1
+    if n < 0:
+        raise argparse.ArgumentTypeError(f"expected a count >= 0 or 'all', got {text!r}")
+    return n
+
+
 def _seconds_or_auto(text: str) -> float | None:
     if text.strip().lower() == "auto":
         return None
@@ -84,7 +96,8 @@ def build_parser() -> argparse.ArgumentParser:
                               "Exit status: 0 when every requested cell is ok or unavailable by design (a metric "
                               f"or method without its weights); {EXIT_RUN_FAILED} when a clip, fit, generation "
                               "or score failed (a summary is printed; results are still written); 2 for a bad "
-                              "command line or configuration; 130 when interrupted.")
+                              f"command line or configuration; {EXIT_BUSY} when another `bench run` holds the run "
+                              "folder (retry later); 130 when interrupted (Ctrl-C), 143 when terminated (SIGTERM).")
     p.add_argument("--methods", type=_csv, default=("all",), metavar="all|A,B",
                    help="methods to run; 'all' = every available one, unavailable ones are listed with the reason")
     p.add_argument("--metrics", type=_csv, default=("all",), metavar="all|A,B",
@@ -117,6 +130,15 @@ def build_parser() -> argparse.ArgumentParser:
                    help="do not write preview mp4s for the report")
     p.add_argument("--no-report", dest="report", action="store_false", help="do not build the HTML report")
     p.add_argument("--workers", type=int, default=2, help="parallel workers for data preparation (default: 2)")
+    p.add_argument("--samples", type=_count_or_all, default=4, metavar="N|all",
+                   help="requests whose frame strips and preview videos are written: the first N the report shows "
+                        "(self-driven first, at least one cross-driven) plus any with a failed or degenerate result; "
+                        "every request keeps the mp4 LSE scored (default: 4)")
+    p.add_argument("--shard", default=None, metavar="i/N",
+                   help="run only shard i of N (0-based) into <runs-dir>/<run-id>.shard-i-of-N; requests are split "
+                        "by request, and by subject for methods with per-subject fits; dataset-level fits are shared "
+                        "through the cache (the first shard trains, the others wait and reuse). Combine the N folders "
+                        "with `bench merge` (docs/ARCHITECTURE.md, Running on a cluster)")
     _add_progress_arg(p)
 
     p = sub.add_parser("prepare", help="run recipe stages only (cached), e.g. before a long run",
@@ -154,6 +176,29 @@ def build_parser() -> argparse.ArgumentParser:
                         "machines are never pooled: docs/reports.md, merge rules)")
     _add_progress_arg(p)
 
+    p = sub.add_parser("merge", help="combine the shard folders of one run (bench run --shard i/N) into one run",
+                       description="Combine run folders of one configuration (the N shards of `bench run --shard`) "
+                                   "into one run folder: parts, samples, cache references and one manifest. Rows keep "
+                                   "the hardware they were made on. Then `bench report` the result.")
+    p.add_argument("runs", nargs="+", type=Path, help="shard folders (runs/<run-id>.shard-<i>-of-<N>)")
+    p.add_argument("--out", type=Path, default=None, help="output run folder (default: <runs-dir>/<run-id>)")
+    p.add_argument("--allow-missing", action="store_true", help="merge even when some shards are absent")
+    p.add_argument("--report", action="store_true", help="also build the HTML report of the merged run")
+    _add_progress_arg(p)
+
+    p = sub.add_parser("cache", help="cache size per namespace; remove what no run refers to",
+                       description="Show the cache ($TALKBENCH_CACHE) size per namespace and remove leftovers of "
+                                   "killed processes; with --prune, remove every entry no run under --runs refers to "
+                                   "(each run lists what it used in cache-refs.gz).")
+    p.add_argument("--prune", action="store_true", help="remove entries no run under --runs refers to")
+    p.add_argument("--runs", type=Path, action="append", default=[], metavar="DIR",
+                   help="runs folder(s) whose runs keep their entries (repeatable; needed with --prune)")
+    p.add_argument("--dry-run", action="store_true", help="with --prune: only say what would be removed")
+    p.add_argument("--keep-newer", type=float, default=60.0, metavar="MINUTES",
+                   help="never prune entries changed in the last MINUTES (a run in progress elsewhere; default 60)")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    _add_progress_arg(p)
+
     p = sub.add_parser("env", help="hardware fingerprint and package versions as recorded in manifests",
                        description="Print this machine's hardware fingerprint and the versions of relevant packages.")
     p.add_argument("--json", action="store_true", help="machine-readable output")
@@ -178,7 +223,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         pairs=args.pairs, cross=args.cross, device=args.device,
         precision=args.precision, overrides=tuple(args.overrides), strip_frames=args.strip_frames,
         preview_videos=args.preview_videos, runs_dir=args.runs_dir, run_id=args.run_id, workers=args.workers,
-        report=args.report)
+        report=args.report, samples=args.samples, shard=args.shard)
     outcome = run(config, command=["bench", *sys.argv[1:]], progress=Progress(args.progress))
     print(f"results: {outcome.run_dir / 'results.parquet'} ({len(outcome.results)} rows; "
           f"{outcome.done} videos made, {outcome.skipped} already done)")
@@ -199,6 +244,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 # method without its weights), EXIT_RUN_FAILED when a clip, fit, generation or score failed; argparse
 # and configuration errors exit 2.
 EXIT_RUN_FAILED = 3
+# another process holds the run folder (sysexits' EX_TEMPFAIL: a scheduler may retry later)
+EXIT_BUSY = 75
 
 
 def run_failures(results: Any, manifest: dict[str, Any]) -> list[str]:
@@ -427,6 +474,94 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_merge(args: argparse.Namespace) -> int:
+    from bench.progress import Progress
+    from bench.shard import merge
+
+    out = merge(list(args.runs), args.out, allow_missing=args.allow_missing)
+    print(f"merged {len(args.runs)} folder(s) into {out.out}: {out.parts} parts, {len(out.results)} rows")
+    for note in out.notes:
+        print(f"  note: {note}")
+    if args.report:
+        from reports.build import build_report
+
+        progress = Progress(args.progress)
+        with progress:
+            print(f"report: {build_report([out.out], progress=progress)}")
+    return 0
+
+
+def _human(n: float) -> str:
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if n < 1024 or unit == "TB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return str(n)
+
+
+def cmd_cache(args: argparse.Namespace) -> int:
+    from bench.cache import Cache, read_refs
+    from bench.layout import RunLayout
+    from bench.locks import is_locked
+    from bench.progress import Progress
+
+    cache = Cache()
+    progress = Progress(args.progress)
+    data: dict[str, Any] = {"cache": str(cache.root)}
+    with progress:
+        swept = cache.sweep(min_age_s=600.0)
+        data["swept"] = {"removed": len(swept.removed), "bytes": swept.bytes}
+        if args.prune:
+            if not args.runs:
+                print("error: --prune needs --runs DIR (the runs whose cache entries are kept)", file=sys.stderr)
+                return EXIT_USAGE
+            keep: dict[str, set[str]] = {}
+            unknown, running = [], []
+            for runs in args.runs:
+                for manifest in sorted(Path(runs).glob("*/manifest.json")):
+                    layout = RunLayout(manifest.parent)
+                    if is_locked(layout.lock):
+                        running.append(str(layout.root))
+                    if not layout.cache_refs.is_file():
+                        unknown.append(str(layout.root))
+                        continue
+                    for ns, keys in read_refs(layout.cache_refs).items():
+                        keep.setdefault(ns, set()).update(keys)
+            if running:
+                print("error: runs in progress (prune when they end): " + ", ".join(running), file=sys.stderr)
+                return 1
+            if unknown:
+                print("error: these runs do not list their cache entries (made before cache-refs.gz; rerun them "
+                      "to write it, or move them out of --runs): " + ", ".join(unknown[:10]), file=sys.stderr)
+                return 1
+            pruned = cache.prune(keep, min_age_s=60.0 * args.keep_newer, dry_run=args.dry_run, progress=progress)
+            data["pruned"] = {"dry_run": args.dry_run, "kept_young": pruned.young, "kept_busy": pruned.busy,
+                              "removed": {ns: {"entries": n, "bytes": b} for ns, (n, b) in pruned.removed.items()}}
+        usage = cache.usage(progress=progress)
+    data["namespaces"] = {ns: {"entries": u.entries, "bytes": u.bytes} for ns, u in usage.items()}
+    if args.json:
+        print(json.dumps(data, indent=1))
+        return 0
+    print(f"cache: {cache.root}")
+    width = max([len(ns) for ns in usage] + [9])
+    for ns, u in usage.items():
+        print(f"  {ns.ljust(width)}  {u.entries:>8} entries  {_human(u.bytes):>10}")
+    print(f"  {'total'.ljust(width)}  {sum(u.entries for u in usage.values()):>8} entries  "
+          f"{_human(sum(u.bytes for u in usage.values())):>10}")
+    if swept.removed:
+        print(f"removed {len(swept.removed)} leftover(s) of killed processes ({_human(swept.bytes)})")
+    if "pruned" in data:
+        verb = "would remove" if args.dry_run else "removed"
+        for ns, v in data["pruned"]["removed"].items():
+            print(f"{verb} {v['entries']} entries of {ns} ({_human(v['bytes'])})")
+        if not data["pruned"]["removed"]:
+            print("nothing to prune")
+        if pruned.young or pruned.busy:
+            print(f"kept {pruned.young} unreferenced entries newer than {args.keep_newer:g} min and "
+                  f"{pruned.busy} in use")
+    return 0
+
+
 def cmd_env(args: argparse.Namespace) -> int:
     from bench.hardware import fingerprint, package_versions
     from bench.paths import cache_dir, weights_dir
@@ -459,6 +594,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
 
 COMMANDS = {"run": cmd_run, "prepare": cmd_prepare, "list": cmd_list, "report": cmd_report, "env": cmd_env,
+            "merge": cmd_merge, "cache": cmd_cache,
             "score": cmd_score, "generate": cmd_generate}
 
 
@@ -470,17 +606,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_USAGE
     from bench.config import ConfigError
     from bench.registry import UnknownName
-    from bench.runner import RunError
+    from bench.runner import RunBusy, RunError
+    from bench.shard import ShardError
     from data_recipes.clip import DatasetError
 
     try:
         return COMMANDS[args.command](args)
-    except (UnknownName, RunError, DatasetError, ConfigError) as e:
+    except RunBusy as e:
+        print(f"error: {e}", file=sys.stderr)
+        return EXIT_BUSY
+    except (UnknownName, RunError, DatasetError, ConfigError, ShardError) as e:
         print(f"error: {e}", file=sys.stderr)
         return EXIT_USAGE
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as e:
         print("interrupted: finished videos are saved; rerun the same command to continue", file=sys.stderr)
-        return 130
+        return 128 + int(getattr(e, "signum", 2) or 2)   # 130 for Ctrl-C, 143 for SIGTERM
 
 
 if __name__ == "__main__":

@@ -35,6 +35,10 @@ class RunConfig:
     overrides: tuple[tuple[str, str], ...] = ()      # (("wav2lip.checkpoint", "/w/wav2lip.pth"), ...)
     strip_frames: int = field(default=4, metadata={"identity": False})
     preview_videos: bool = field(default=True, metadata={"identity": False})
+    # requests whose strips / previews are written (bench.layout.sampled_requests); None: all
+    samples: int | None = field(default=4, metadata={"identity": False})
+    # "i/N": this process runs shard i of N (bench.shard); same run id, own folder, merged later
+    shard: str | None = field(default=None, metadata={"identity": False})
     runs_dir: Path = field(default=Path("runs"), metadata={"identity": False})
     run_id: str | None = field(default=None, metadata={"identity": False})
     workers: int = field(default=2, metadata={"identity": False})

@@ -10,15 +10,18 @@ rerunning under a new run id scores the same videos without regenerating them.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import shutil
+import signal
 import sys
+import threading
 import time
 import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Iterable, Iterator, Sequence
 
 import numpy as np
 
@@ -26,7 +29,7 @@ from bench import manifest as mf
 from bench.availability import Availability
 from bench.cache import Cache, atomic_write_text, content_key
 from bench.config import ConfigError, RunConfig, apply_overrides, split_overrides, to_jsonable
-from bench.layout import GROUND_TRUTH, RunLayout
+from bench.layout import GROUND_TRUTH, RunLayout, sampled_requests
 from bench.method import (Budget, FitReport, GenerateRequest, GenerateResult, Method, MethodContext, MethodSpec,
                           PartSpec)
 from bench.progress import Progress
@@ -37,6 +40,10 @@ from data_recipes.quality import InputUnusable
 from data_recipes.recipe import PreparedClip, Recipe
 from metrics.base import Metric, MetricContext, MetricSpec, Sample, Score
 
+# The manifest and cache references are written at least this often while requests finish, so a
+# killed invocation loses at most this much of its phase times (and a resume rewrites the references).
+FLUSH_SECONDS = 10.0
+
 # Stages prepared for every target clip whatever the methods need: faces give the mouth boxes of
 # the report's frame strips. A clip where they fail still runs (the strip just has no zoom).
 REPORT_STAGES = ("faces",)
@@ -44,6 +51,37 @@ REPORT_STAGES = ("faces",)
 
 class RunError(RuntimeError):
     """The run cannot start as configured; the message says why and what to change."""
+
+
+class RunBusy(RunError):
+    """Another process holds the run folder's lock (bench.locks); retrying later may succeed."""
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (a scheduler ending the job, `kill`): handled as Ctrl-C is, so the manifest says
+    "interrupted" and a training fit checkpoints first (bench.trainer handles it inside `train`)."""
+
+    signum = signal.SIGTERM
+
+
+class _TerminateAsInterrupt:
+    """Main thread only (Python's rule): SIGTERM raises Terminated; the previous handler is restored."""
+
+    def __enter__(self) -> "_TerminateAsInterrupt":
+        self._previous: Any = None
+        self._installed = threading.current_thread() is threading.main_thread()
+        if self._installed:
+            self._previous = signal.getsignal(signal.SIGTERM)
+            signal.signal(signal.SIGTERM, self._handle)
+        return self
+
+    @staticmethod
+    def _handle(signum: int, frame: Any) -> None:
+        raise Terminated(f"terminated by signal {signum}")
+
+    def __exit__(self, *exc: Any) -> None:
+        if self._installed:
+            signal.signal(signal.SIGTERM, self._previous if self._previous is not None else signal.SIG_DFL)
 
 
 class _FitFailed(RuntimeError):
@@ -331,6 +369,9 @@ class Runner:
         self._train_deadline: float | None = None   # `minutes` bound all training; set at the first fit
         self._fits_left = 0
         self._stage_seconds: dict[tuple[str, str], float | None] = {}
+        self._refs_pending: dict[str, set[str]] = {}   # cache entries used, not yet in cache-refs.gz
+        self._last_flush = 0.0
+        self._phases_before: dict[str, float] = {}
 
     # -- setup
 
@@ -362,7 +403,28 @@ class Runner:
             raise RunError("no method is available to run")
         self.requests = build_requests(self.dataset, cfg.split, cfg.cross)
         self.run_id = cfg.run_id or default_run_id(cfg)
-        self.layout = RunLayout(Path(cfg.runs_dir) / self.run_id)
+        # Over the whole run's requests, so every shard picks the same ones (bench.layout)
+        self._sampled = sampled_requests([(r.id, r.kind) for r in self.requests], cfg.samples)
+        self.shard_plan = None
+        folder = self.run_id
+        if cfg.shard:
+            from bench.shard import Shard, ShardError, plan
+
+            try:
+                shard = Shard.parse(cfg.shard)
+            except ShardError as e:
+                raise RunError(str(e)) from e
+            self.shard_plan = plan([(r.id, r.target.subject) for r in self.requests], shard)
+            folder = shard.folder(self.run_id)
+        self.layout = RunLayout(Path(cfg.runs_dir) / folder)
+
+    def _in_shard(self, spec: MethodSpec, r: Request) -> bool:
+        """Whether this process runs `r` for a method (always, unless --shard): subject-scope methods
+        are split by the target's subject (its fit and requests together), others by request."""
+        if self.shard_plan is None:
+            return True
+        by_subject = any(p.scope == "subject" for p in spec.fit_parts())
+        return self.shard_plan.mine(r.id, r.target.subject, by_subject)
 
     def _open_manifest(self) -> dict[str, Any]:
         from bench.hardware import fingerprint, package_versions
@@ -380,19 +442,35 @@ class Runner:
                        old.get("fingerprint_version") != hardware["fingerprint_version"] else
                        f"it was started on other hardware ({old.get('label')}, this is {hardware['label']})")
                 raise RunError(f"{self.layout.root}: {why}; its timings would mix machines: use another --run-id")
+            if (m.get("shard") or {}).get("label") != (self.shard_plan.shard.label if self.shard_plan else None):
+                raise RunError(f"{self.layout.root} holds shard {(m.get('shard') or {}).get('label')} of this run, "
+                               f"not {self.config.shard}; use another --run-id")
             self.progress.log(f"resuming run {self.run_id} ({self.layout.root})")
         else:
             m = mf.new(self.run_id, self.command, to_jsonable(self.config), self.config.seed, hardware,
                        package_versions())
             m["identity"] = identity
+        if self.shard_plan is not None:
+            sh = self.shard_plan.shard
+            m["shard"] = {"index": sh.index, "count": sh.count, "label": sh.label,
+                          "rule": "by request (round-robin over sorted ids); by subject for methods with "
+                                  "subject parts (bench.shard)"}
         m["status"] = "running"
+        # Phase times of earlier invocations; this one's are added at every manifest write, so a
+        # killed invocation still leaves its time up to its last write (bench.manifest: phases).
+        self._phases_before = {k: float(v) for k, v in (m.get("phases") or {}).items()}
         stages, self._versions = self._part_versions()
         self._scan_parts = mf.may_hold_other_versions(m, self._versions)
         mf.begin_invocation(m, self.command, hardware, stages, self._versions)
         self._commit = mf.commit_text(m["git"])
         m["device"] = self.device
         m["precision"] = {**self._precision, "stages": m.get("precision", {}).get("stages", {})}
+        t0 = time.monotonic()
+        # every media file hashed once up front, several at once, with a bar (the memo serves the rest)
+        self.cache.hash_files([f for c in self.dataset.clips for f in (c.video, c.audio) if f is not None],
+                              workers=max(4, 2 * self.config.workers), progress=self.progress)
         m["dataset"] = dataset_summary(self.dataset, self.recipe, self.dataset_argument)
+        self.phases.add("plan", t0)
         for r in self.methods:
             entry = m["methods"].setdefault(r.name, {"fits": []})
             entry.update({"available": r.availability.ok, "reason": r.availability.reason,
@@ -465,17 +543,25 @@ class Runner:
         def need(clip: Clip, stages: Iterable[str]) -> None:
             needed.setdefault(clip.id, (clip, set()))[1].update(stages)
 
+        mine: dict[str, Request] = {}   # this shard's requests (all of them unless --shard)
         for r in self.requests:
+            ours = [m for m in active if self._in_shard(m.spec, r)]
+            if not ours:
+                continue
+            mine[r.id] = r
             need(r.target, ("normalise", *metric_stages))
             need(r.driving, ("normalise",))
-            for m in active:
+            for m in ours:
                 need(r.target, m.spec.stages)
                 need(r.driving, audio_stages(m.spec.stages) if r.driving.audio_only else m.spec.stages)
         fit_clips = self._fit_clips()
         for m in active:
-            if m.spec.fit_parts():
-                for c in fit_clips:
-                    need(c, m.spec.stages)
+            parts = m.spec.fit_parts()
+            if parts:
+                dataset_part = any(p.scope == "dataset" for p in parts)
+                for c in fit_clips:   # a shard needs every clip for dataset parts, its subjects' otherwise
+                    if dataset_part or self.shard_plan is None or self.shard_plan.mine("", c.subject, True):
+                        need(c, m.spec.stages)
         for m in self.metrics:
             if m.availability.ok and m.spec.fit_scope == "dataset":
                 for c in fit_clips:
@@ -490,7 +576,7 @@ class Runner:
                                  consumers=consumers)
             errors.update(report)
             checks.update(report.checks)
-        targets = list({r.target.id: r.target for r in self.requests if r.target.id not in errors}.values())
+        targets = list({r.target.id: r.target for r in mine.values() if r.target.id not in errors}.values())
         report = prepare_all(self.recipe, targets, list(REPORT_STAGES), self.config.workers, self.progress,
                              consumers=consumers)
         checks.update(report.checks)  # the targets' checks again, with their faces now known
@@ -498,6 +584,10 @@ class Runner:
         self._manifest["input_checks"] = {cid: c.to_json() for cid, c in checks.items()}
         self.phases.add("prepare", t0)
         self._manifest["precision"]["stages"] = recorded_precisions(self.recipe, needed.values())
+        for clip, stages in [*needed.values(), *((c, set(REPORT_STAGES)) for c in targets)]:
+            for stage in _ordered(stages):
+                self._ref(f"stages/{stage}", self.recipe.key(clip, stage))
+        self._flush()
         return errors
 
     def _fit_metrics(self, manifest: dict[str, Any], clip_errors: dict[str, str]) -> dict[str, Metric]:
@@ -511,6 +601,7 @@ class Runner:
                               self.budget.describe() if m.spec.fit_scope == "dataset" else "")
             ctx = MetricContext(work_dir=self.cache.scratch(f"metric-fits/{m.name}", key), cache=self.cache,
                                 progress=self.progress, device=self.device, seed=self.config.seed)
+            self._ref(f"metric-fits/{m.name}", key)
             metric = m.cls(m.config, ctx)
             if m.spec.fit_scope == "dataset":
                 if not train:
@@ -519,7 +610,8 @@ class Runner:
                     continue
                 t0 = time.monotonic()
                 try:
-                    summary = metric.fit([self.recipe.prepare(c) for c in train], self._fit_budget(m.name))
+                    with self._fit_lock(f"metric-fits/{m.name}", key, f"training metric {m.name}'s scorer"):
+                        summary = metric.fit([self.recipe.prepare(c) for c in train], self._fit_budget(m.name))
                 except Exception as e:
                     m.availability = Availability.no(f"training its scorer failed: {type(e).__name__}: {e}")
                     manifest["metrics"][m.name].update(available=False, reason=m.availability.reason)
@@ -539,6 +631,41 @@ class Runner:
             instances[m.name] = metric
         return instances
 
+    def _fit_lock(self, namespace: str, key: str, what: str):
+        """The fit folder's inter-process lock: a second process (another run or shard on the same
+        cache) waits here, then finds the finished checkpoints and continues or reuses them."""
+        def waiting(holder: dict[str, Any]) -> None:
+            from bench.locks import describe_holder
+
+            self.progress.log(f"waiting: {what} is in progress in {describe_holder(holder)}; "
+                              "its result will be reused")
+
+        return self.cache.lock(namespace, key, f"bench run {self.run_id}: {what}", wait=True, on_wait=waiting)
+
+    def _ref(self, namespace: str, key: str) -> None:
+        """Record a cache entry this run uses (`cache-refs.gz`, what `bench cache --prune` keeps)."""
+        self._refs_pending.setdefault(namespace, set()).add(key)
+
+    def _flush(self, force: bool = True) -> None:
+        """Write the manifest (this invocation's phase times added to the earlier ones) and the
+        pending cache references. force=False: at most every FLUSH_SECONDS (called per request)."""
+        now = time.monotonic()
+        if not force and now - self._last_flush < FLUSH_SECONDS:
+            return
+        self._last_flush = now
+        m = self._manifest
+        current = dict(self.phases.seconds)
+        m["phases"] = {k: round(self._phases_before.get(k, 0.0) + current.get(k, 0.0), 3)
+                       for k in {*self._phases_before, *current}}
+        if m.get("history"):
+            m["history"][-1]["phases"] = {k: round(v, 3) for k, v in current.items()}
+        mf.write(self.layout.manifest, m)
+        if self._refs_pending:
+            from bench.cache import append_refs
+
+            append_refs(self.layout.cache_refs, self._refs_pending)
+            self._refs_pending = {}
+
     def _fit_clips(self) -> list[Clip]:
         """What `fit` sees: the train split, then the val split (held-out evaluation only)."""
         return [*self.dataset.split("train"), *self.dataset.split("val")]
@@ -546,7 +673,7 @@ class Runner:
     def _groups(self, spec: MethodSpec) -> list[tuple[str, str | None, list[Request]]]:
         """(label, subject, requests): one group per subject when the method has subject parts
         (that subject's parts are fitted, then its requests generated), else one group."""
-        reqs = [r for r in self.requests if spec.cross_driven or r.kind == "self"]
+        reqs = [r for r in self.requests if (spec.cross_driven or r.kind == "self") and self._in_shard(spec, r)]
         parts = spec.fit_parts()
         if not any(p.scope == "subject" for p in parts):
             return [("dataset" if parts else "none", None, reqs)]
@@ -600,11 +727,13 @@ class Runner:
         method.context = self._method_context(m.name, key)
         budget = self._fit_budget(m.name)
         t0 = time.monotonic()
+        self._ref(f"fits/{m.name}", key)
         try:
-            if part.name == "model" and not m.spec.parts:
-                report = method.fit([self.recipe.prepare(c) for c in clips], budget)
-            else:
-                report = method.fit_part(part, [self.recipe.prepare(c) for c in clips], budget)
+            with self._fit_lock(f"fits/{m.name}", key, f"fit of {m.name} ({label}, part {part.name})"):
+                if part.name == "model" and not m.spec.parts:
+                    report = method.fit([self.recipe.prepare(c) for c in clips], budget)
+                else:
+                    report = method.fit_part(part, [self.recipe.prepare(c) for c in clips], budget)
         except Exception as e:
             if not isinstance(e, InputUnusable):  # the input is at fault: the reason says it all
                 traceback.print_exc(file=sys.stderr)
@@ -616,6 +745,7 @@ class Runner:
         return key, report
 
     def _method_context(self, name: str, key: str) -> MethodContext:
+        self._ref(f"fits/{name}", key)
         return MethodContext(work_dir=self.cache.scratch(f"fits/{name}", key), cache=self.cache,
                              progress=self.progress, device=self.device, seed=self.config.seed,
                              precision=self.config.precision)  # type: ignore[arg-type]
@@ -682,7 +812,8 @@ class Runner:
             for r in self.progress.track(todo, f"{m.name}: generate + score ({label})"):
                 self._run_request(m, method, r, fit_key, group_weights, metrics, clip_errors)
                 outcome.done += 1
-            mf.write(self.layout.manifest, manifest)
+                self._flush(force=False)
+            self._flush()
 
     def _passing_input_checks(self, m: Resolved, todo: list[Request]) -> list[Request]:
         """The requests whose target clip passes the input checks for method `m`; the others are
@@ -709,17 +840,20 @@ class Runner:
         """One manifest entry per (scope, part): steps trained (in all and per counter), where it
         continued from, the budget it was given (with its share of the run's minutes)."""
         manifest = self._manifest
-        fits = [f for f in manifest["methods"][method].get("fits", [])
-                if (f.get("scope"), f.get("part", "")) != (scope, part)]
+        old = [f for f in manifest["methods"][method].get("fits", []) if (f.get("scope"), f.get("part", "")) == (scope, part)]
+        fits = [f for f in manifest["methods"][method].get("fits", []) if f not in old]
         entry = {"scope": scope, "part": part, **to_jsonable(dataclasses.asdict(report))}
         if budget is not None:
             entry["minutes_share"] = budget.minutes
+        # the latest report, plus what every invocation did (a resume continues or reuses the fit)
+        earlier = (old[0].get("history") or [_fit_summary(old[0], None)]) if old else []
+        entry["history"] = [*earlier, _fit_summary(entry, manifest.get("invocations"))]
         fits.append(entry)
         manifest["methods"][method]["fits"] = fits
         manifest["methods"][method].setdefault("precision", {}).update(to_jsonable(dict(report.precision)))
         for w in report.weights:
             mf.record_weight(manifest, w.role, w.path, w.sha256, w.origin, f"method:{method}", w.note)
-        mf.write(self.layout.manifest, manifest)
+        self._flush()
 
     def _base(self, r: Request, method: str) -> dict[str, Any]:
         return {"run_id": self.run_id, "dataset": self.dataset.name, "split": self.config.split,
@@ -744,6 +878,7 @@ class Runner:
                               self.recipe.clip_fingerprint(r.target), self.recipe.clip_fingerprint(r.driving),
                               [[self.recipe.key(c, s) for s in m.spec.stages] for c in (r.target, r.driving)],
                               self.config.seed)
+        self._ref(f"generated/{m.name}", gen_key)
         t0 = time.monotonic()
         try:
             result = self._generate(method, request, m.name, gen_key)
@@ -787,15 +922,18 @@ class Runner:
             rows.extend(_rows_for(scores, mm.spec, base, n))
         self.phases.add("score", t0)
 
-        indices = strip_indices(request.num_frames, self.config.strip_frames)
-        info = {"request_id": r.id, "kind": r.kind, "clip_id": r.target.id, "audio_clip": r.driving.id,
-                "mouth_boxes": _mouth_boxes(target, indices), "frames_without_face": result.frames_without_face,
-                "n_frames": n}
-        write_samples(self.layout.samples(m.name, r.id), generated, audio, indices,
-                      {**info, "method": m.name, **delivered}, self.config.preview_videos)
-        if gt is not None and not (self.layout.samples(GROUND_TRUTH, r.id) / "sample.json").exists():
-            write_samples(self.layout.samples(GROUND_TRUTH, r.id), gt, audio, indices,
-                          {**info, "method": GROUND_TRUTH}, self.config.preview_videos)
+        # Strips and previews only where the report can show them (bench.layout.sampled_requests) or
+        # the result is suspect; every request keeps its delivered mp4 (what LSE scored) regardless.
+        if r.id in self._sampled or _suspect(rows):
+            indices = strip_indices(request.num_frames, self.config.strip_frames)
+            info = {"request_id": r.id, "kind": r.kind, "clip_id": r.target.id, "audio_clip": r.driving.id,
+                    "mouth_boxes": _mouth_boxes(target, indices), "frames_without_face": result.frames_without_face,
+                    "n_frames": n}
+            write_samples(self.layout.samples(m.name, r.id), generated, audio, indices,
+                          {**info, "method": m.name, **delivered}, self.config.preview_videos)
+            if gt is not None and not (self.layout.samples(GROUND_TRUTH, r.id) / "sample.json").exists():
+                write_samples(self.layout.samples(GROUND_TRUTH, r.id), gt, audio, indices,
+                              {**info, "method": GROUND_TRUTH}, self.config.preview_videos)
         self._write_part(m.name, r.id, rows)
 
     def _request_stage_seconds(self, m: Resolved, driving: Clip) -> dict[str, float]:
@@ -848,6 +986,31 @@ class Runner:
     def run(self) -> RunOutcome:
         t_start = time.monotonic()
         self._setup()
+        # what a killed process left in the cache (its writer is gone); at most once an hour
+        self.cache.sweep(min_age_s=600.0, throttle_s=3600.0)
+        with self._run_lock(), _TerminateAsInterrupt():
+            return self._run(t_start)
+
+    @contextlib.contextmanager
+    def _run_lock(self) -> Iterator[Any]:
+        """The run folder's lock, held for the whole invocation: a second `bench run` of the same
+        folder is refused (RunBusy) instead of doing every request a second time beside the first."""
+        from bench.locks import FileLock, LockBusy, describe_holder
+
+        self.layout.root.mkdir(parents=True, exist_ok=True)
+        lock = FileLock(self.layout.lock, f"bench run {self.run_id}", wait=True, timeout=2.0,
+                        warn=self.progress.log)
+        try:
+            lock.acquire()
+        except LockBusy as e:
+            raise RunBusy(f"{self.layout.root} is in use by another `bench run` ({describe_holder(e.holder)}); "
+                          "wait for it to end (it resumes from what is done), or use another --run-id") from None
+        try:
+            yield lock
+        finally:
+            lock.release()
+
+    def _run(self, t_start: float) -> RunOutcome:
         with self.progress:
             self._manifest = manifest = self._open_manifest()
             outcome = RunOutcome(self.layout.root, None, manifest)
@@ -885,20 +1048,26 @@ class Runner:
             manifest["status"] = "complete"
             manifest.pop("error", None)
             self._close_manifest(manifest, t_start)
-            if self.config.report:
+            if self.shard_plan is not None:
+                self.progress.log(f"shard {self.shard_plan.shard.label} done; when every shard is, combine them: "
+                                  f"bench merge {Path(self.config.runs_dir) / (self.run_id + '.shard-*')}")
+            elif self.config.report:
                 outcome.report = self._report()
             mf.write(self.layout.manifest, manifest)
         self.recipe.models.close()  # the landmarkers' native graphs; the pool would rebuild on reuse
         return outcome
 
     def _close_manifest(self, manifest: dict[str, Any], t_start: float) -> None:
-        for phase, seconds in self.phases.seconds.items():
-            mf.add_phase(manifest, phase, seconds)
+        wall = round(time.monotonic() - t_start, 3)
         manifest["last_invocation"] = {"phases": {k: round(v, 3) for k, v in self.phases.seconds.items()},
-                                       "wall_seconds": round(time.monotonic() - t_start, 3)}
-        self.phases.seconds.clear()
+                                       "wall_seconds": wall}
         manifest["finished"] = mf.now_iso()
-        mf.write(self.layout.manifest, manifest)
+        if manifest.get("history"):
+            manifest["history"][-1].update(status=manifest.get("status"), finished=manifest["finished"],
+                                           wall_seconds=wall)
+        self._flush()   # phases = earlier invocations' + this one's
+        self._phases_before = {k: float(v) for k, v in manifest["phases"].items()}
+        self.phases.seconds.clear()
 
     def _report(self) -> Path | None:
         t0 = time.monotonic()
@@ -916,6 +1085,18 @@ class Runner:
             return None
         mf.add_phase(self._manifest, "report", time.monotonic() - t0)
         return path
+
+
+def _suspect(rows: Sequence[ResultRow]) -> bool:
+    """A request worth a look in the report: a failed value, or a degenerate output_check verdict."""
+    return any(r.status == "failed" or (r.family == "output_check" and r.status == "ok" and r.value >= 0.5)
+               for r in rows)
+
+
+def _fit_summary(entry: dict[str, Any], invocation: Any) -> dict[str, Any]:
+    """One invocation's line in a fit's history: steps reached, where it continued from, seconds."""
+    return {"invocation": invocation, "steps": entry.get("steps"), "resumed_from": entry.get("resumed_from"),
+            "seconds": entry.get("seconds"), "budget": entry.get("budget")}
 
 
 def _ordered(stages: set[str]) -> list[str]:
