@@ -110,6 +110,10 @@ def stage_settings(config: Wav2LipConfig, budget: Budget) -> tuple["StageSetting
 
     q, s, f = SCHEDULES["quick"], SCHEDULES["standard"], SCHEDULES["full"]
     sch = _schedule_for(budget)
+    # Evaluation intervals come from the schedule alone, never from the step target: a target below
+    # the interval would otherwise evaluate (and may switch syncnet_wt) at its own last step, and a
+    # fit continued from N to 2N would differ from a straight 2N (the trainer evaluates at the end of
+    # every run anyway, for the report).
     # `--budget wav2lip.expert=N` / `wav2lip.generator=N` set one network's steps
     e_steps = config.expert_steps or budget.resolve_steps(q.expert_steps, s.expert_steps, f.expert_steps,
                                                           part=("expert", "model"))
@@ -118,13 +122,13 @@ def stage_settings(config: Wav2LipConfig, budget: Budget) -> tuple["StageSetting
     expert = StageSettings(
         steps=e_steps, batch_size=config.expert_batch_size or sch.expert_batch,
         checkpoint_interval=min(sch.checkpoint_interval, max(1, e_steps)),
-        eval_interval=min(sch.expert_eval_interval, max(1, e_steps)), eval_batches=sch.expert_eval_batches,
+        eval_interval=sch.expert_eval_interval, eval_batches=sch.expert_eval_batches,
         log_every=max(1, e_steps // 500), keep=config.keep_checkpoints,
     )
     gen = official_generator_settings(
         g_steps, config.gan, batch_size=config.generator_batch_size or sch.generator_batch,
         checkpoint_interval=min(sch.checkpoint_interval, max(1, g_steps)),
-        eval_interval=min(sch.generator_eval_interval, max(1, g_steps)), eval_batches=sch.generator_eval_batches,
+        eval_interval=sch.generator_eval_interval, eval_batches=sch.generator_eval_batches,
         log_every=max(1, g_steps // 500), keep=config.keep_checkpoints, expert_bn=config.expert_bn,
     )
     return expert, gen
@@ -291,6 +295,7 @@ class Wav2LipMethod(Method):
         notes = [split_note, f"precision {precision}"]
         weights: list[WeightUse] = []
         curves: dict[str, list[dict[str, float]]] = {}
+        resumed: dict[str, int] = {}
 
         given = self._expert_path()
         if given is not None:
@@ -304,6 +309,7 @@ class Wav2LipMethod(Method):
                               ctx.seed, e_deadline, progress)
             expert_path = er.checkpoint
             expert_steps = er.step
+            resumed["expert"] = er.resumed_from
             curves["expert"], curves["expert_eval"] = er.curve, er.eval_curve
             last_eval = er.eval_curve[-1]["eval_loss"] if er.eval_curve else float("nan")
             notes.append(f"expert: {er.step} steps (batch {expert_settings.batch_size}), eval BCE {last_eval:.3f}"
@@ -313,6 +319,7 @@ class Wav2LipMethod(Method):
         gr = train_generator(train, held_out, expert_path, gen_settings, work / "generator", ctx.device,
                              precision, ctx.seed, deadline, progress)  # type: ignore[arg-type]
         curves["generator"], curves["generator_eval"] = gr.curve, gr.eval_curve
+        resumed["generator"] = gr.resumed_from
         notes.append(f"generator: {gr.step} steps (batch {gen_settings.batch_size}, "
                      f"{'hq + quality discriminator' if gen_settings.gan else 'plain'}), final syncnet_wt "
                      f"{gr.syncnet_wt}" + (" - stopped by the time budget" if gr.stopped == "deadline" else ""))
@@ -323,6 +330,7 @@ class Wav2LipMethod(Method):
                 weights.append(WeightUse("quality discriminator", str(disc), sha256_file(disc), "trained-by-suite"))
         return FitReport(
             weights=(use, *weights), steps=expert_steps + gr.step, seconds=time.monotonic() - t0,
+            steps_by_part={"expert": expert_steps, "generator": gr.step}, resumed_from=resumed,
             budget=budget.describe(), curves=curves, notes="; ".join(notes),
             precision={"train": _record(train_precision, ctx.device),
                        "generate": _record(self.inference_precision(), ctx.device)},
