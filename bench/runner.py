@@ -596,9 +596,12 @@ class Runner:
         for m in self.metrics:
             if not m.availability.ok:
                 continue
-            key = content_key("metric", m.name, to_jsonable(m.config), self.config.seed,
+            # Not keyed by the budget (a larger one continues the scorer's checkpoint, as method fits
+            # do), but by whether the device does bf16 natively: "auto" resolves differently there.
+            key = content_key("metric", m.name, getattr(m.spec, "version", "1"), to_jsonable(m.config),
+                              self.config.seed,
                               [self.recipe.clip_fingerprint(c) for c in train] if m.spec.fit_scope == "dataset" else [],
-                              self.budget.describe() if m.spec.fit_scope == "dataset" else "")
+                              self._precision["key"][1])
             ctx = MetricContext(work_dir=self.cache.scratch(f"metric-fits/{m.name}", key), cache=self.cache,
                                 progress=self.progress, device=self.device, seed=self.config.seed)
             self._ref(f"metric-fits/{m.name}", key)
