@@ -74,10 +74,29 @@ def capability(device: str) -> Capability:
         name = torch.cuda.get_device_name(index)
         return Capability("cuda", bool(torch.cuda.is_bf16_supported()), name)
     isa = cpu_isa()
-    native = isa.get("avx512_bf16", False) or isa.get("amx_bf16", False)
-    have = [k for k in ("avx512_bf16", "amx_bf16") if isa.get(k)]
-    detail = "CPU " + (" + ".join(have) if have else "without avx512_bf16 / amx_bf16")
+    # The CPU may have AVX-512-BF16 while torch's kernels are held to a lower level
+    # (ATEN_CPU_CAPABILITY=avx2, or a build without AVX-512 kernels): bf16 is then emulated.
+    dispatch = cpu_dispatch_level()
+    avx512 = isa.get("avx512_bf16", False) and dispatch.startswith("AVX512")
+    have = [k for k, on in (("avx512_bf16", avx512), ("amx_bf16", isa.get("amx_bf16", False))) if on]
+    native = bool(have)
+    if have:
+        detail = "CPU " + " + ".join(have)
+    elif isa.get("avx512_bf16"):
+        detail = f"CPU with avx512_bf16, but torch's kernels run at {dispatch}"
+    else:
+        detail = "CPU without avx512_bf16 / amx_bf16"
     return Capability("cpu", native, detail)
+
+
+def cpu_dispatch_level() -> str:
+    """The instruction level torch's CPU kernels run at ("AVX512", "AVX2", "DEFAULT", ...)."""
+    try:
+        import torch
+
+        return str(torch.backends.cpu.get_cpu_capability())
+    except Exception:
+        return "DEFAULT"
 
 
 def choose(device: str, requested: str = "auto", *, cap: Capability | None = None,

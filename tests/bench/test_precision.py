@@ -63,9 +63,31 @@ def test_explicit_choice_wins_and_says_when_it_is_slow():
                                          ({"avx512_bf16": True}, True), ({"amx_bf16": True}, True)])
 def test_cpu_capability_reads_torch_isa_report(monkeypatch, isa, native):
     monkeypatch.setattr(P, "cpu_isa", lambda: isa)
+    monkeypatch.setattr(P, "cpu_dispatch_level", lambda: "AVX512")
     cap = P.capability("cpu")
     assert cap.device_type == "cpu" and cap.native_bf16 is native
     assert choose("cpu", "auto").name == ("bf16" if native else "fp32")
+
+
+@pytest.mark.parametrize("level, native", [("AVX512", True), ("AVX2", False), ("DEFAULT", False)])
+def test_avx512_bf16_counts_only_where_torch_kernels_run_at_avx512(monkeypatch, level, native):
+    """ATEN_CPU_CAPABILITY=avx2 (or a build without AVX-512 kernels) emulates bf16 on such a CPU."""
+    monkeypatch.setattr(P, "cpu_isa", lambda: {"avx2": True, "avx512_f": True, "avx512_bf16": True})
+    monkeypatch.setattr(P, "cpu_dispatch_level", lambda: level)
+    cap = P.capability("cpu")
+    assert cap.native_bf16 is native and (native or level in cap.detail)
+    monkeypatch.setattr(P, "cpu_isa", lambda: {"amx_bf16": True})      # AMX tiles do not go through ATen's dispatch
+    assert P.capability("cpu").native_bf16
+
+
+def test_the_real_dispatch_level_is_read_from_torch():
+    import subprocess
+    import sys
+
+    code = "from bench.precision import cpu_dispatch_level as d; print(d())"
+    out = subprocess.run([sys.executable, "-c", code], env={**__import__("os").environ, "ATEN_CPU_CAPABILITY": "default"},
+                         capture_output=True, text=True, check=True).stdout.strip()
+    assert out == "DEFAULT"
 
 
 # ------------------------------------------------------------ no default path picks bf16 without it
