@@ -4,6 +4,8 @@
     bench prepare --dataset cmlr:/data/CMLR --methods wav2lip --limit 20
     bench list
     bench report runs/<id> [runs/<id2> ...]
+    bench run --dataset cmlr:/data/CMLR --shard 0/8    (one of 8 processes; then bench merge runs/<id>.shard-*)
+    bench cache [--prune --runs runs/]
     bench env
     bench score out.mp4 --metrics lse --json
     bench generate --method wav2lip --face face.mp4 --audio speech.wav --out out.mp4 --set wav2lip.checkpoint=F

@@ -418,6 +418,18 @@ class Runner:
             folder = shard.folder(self.run_id)
         self.layout = RunLayout(Path(cfg.runs_dir) / folder)
 
+    def _fingerprint_all(self, workers: int) -> None:
+        """Hash every clip's media once, up front, several files at once, with a bar: the recipe keeps
+        each clip's fingerprint, so the stage, fit and video keys computed later cost nothing more
+        (hashlib and file reads release the GIL; the on-disk memo serves the next run)."""
+        from concurrent.futures import ThreadPoolExecutor
+
+        clips = self.dataset.clips
+        with self.progress.task(f"hashing the media of {len(clips)} clips", len(clips)) as bar, \
+                ThreadPoolExecutor(max_workers=workers, thread_name_prefix="hash") as pool:
+            for _ in pool.map(self.recipe.clip_fingerprint, clips, chunksize=64):
+                bar.advance()
+
     def _in_shard(self, spec: MethodSpec, r: Request) -> bool:
         """Whether this process runs `r` for a method (always, unless --shard): subject-scope methods
         are split by the target's subject (its fit and requests together), others by request."""
@@ -466,9 +478,7 @@ class Runner:
         m["device"] = self.device
         m["precision"] = {**self._precision, "stages": m.get("precision", {}).get("stages", {})}
         t0 = time.monotonic()
-        # every media file hashed once up front, several at once, with a bar (the memo serves the rest)
-        self.cache.hash_files([f for c in self.dataset.clips for f in (c.video, c.audio) if f is not None],
-                              workers=max(4, 2 * self.config.workers), progress=self.progress)
+        self._fingerprint_all(max(4, 2 * self.config.workers))
         m["dataset"] = dataset_summary(self.dataset, self.recipe, self.dataset_argument)
         self.phases.add("plan", t0)
         for r in self.methods:

@@ -199,11 +199,17 @@ def prepare_all(recipe: Recipe, clips: Sequence[Clip], stages: Sequence[str], wo
                 futures = {pool.submit(_prepare_clip, recipe, clip, order, consumers, quality, probes): clip
                            for clip in clips}
                 by_clip: dict[str, tuple[list[StageResult], ClipChecks | None]] = {}
-                for fut in as_completed(futures):
-                    res, checks = fut.result()
-                    by_clip[futures[fut].id] = (res, checks)
-                    _log_failures(progress, res, checks)
-                    bar.advance()
+                try:
+                    for fut in as_completed(futures):
+                        res, checks = fut.result()
+                        by_clip[futures[fut].id] = (res, checks)
+                        _log_failures(progress, res, checks)
+                        bar.advance()
+                except BaseException:
+                    # Ctrl-C / SIGTERM: drop the clips not started (the pool's exit would run them
+                    # all first); the ones in flight finish and are cached
+                    pool.shutdown(wait=True, cancel_futures=True)
+                    raise
                 for clip in clips:  # report in clip order, not completion order
                     res, checks = by_clip[clip.id]
                     report.results.extend(res)

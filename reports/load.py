@@ -157,6 +157,9 @@ def merge(runs: list[Run]) -> Bundle:
                 scorers.setdefault(sid, []).append(run.run_id)
         frames.append(df)
         hardware.setdefault(run.hardware_id, run.hardware)
+        for hid, fp in section(run.manifest, "machines").items():   # a merged run of several machines
+            if isinstance(fp, Mapping):
+                hardware.setdefault(str(hid), fp)
         notes.extend(_version_notes(run))
     results = pd.concat(frames, ignore_index=True) if frames else to_frame([])
     if len(results):
