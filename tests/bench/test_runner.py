@@ -220,8 +220,10 @@ def test_run_folder_from_another_config_is_refused(tmp_path, noisy_method):
 
 
 def test_explicitly_requested_unavailable_method_is_an_error(tmp_path, isolated_dirs):
-    with pytest.raises(RunError, match="nerf_head.*not implemented"):
-        run(_config(tmp_path, methods=("nerf_head",)), progress=Progress.off())
+    missing = str(tmp_path / "absent" / "wav2lip_gan.pth")
+    with pytest.raises(RunError, match=r"method 'wav2lip' is unavailable: .*wav2lip_gan\.pth"):
+        run(_config(tmp_path, methods=("wav2lip",), overrides=(("wav2lip.checkpoint", missing),)),
+            progress=Progress.off())
 
 
 def test_failing_method_is_recorded_not_fatal(tmp_path, noisy_method, monkeypatch):
@@ -299,7 +301,6 @@ def test_resume_under_other_versions_recomputes_what_changed_and_tracks_commits(
     import dataclasses
 
     import bench.manifest as mf
-    from metrics.base import MetricSpec
     from metrics.image import PSNRMetric
 
     cfg = _config(tmp_path, methods=("noisy", "frozen"), metrics=("psnr",))
@@ -330,11 +331,7 @@ def test_resume_under_other_versions_recomputes_what_changed_and_tracks_commits(
         assert (p.stat().st_mtime_ns == mtimes[p]) == (p.parent.name == "frozen"), p
 
     # 3. a metric's version changes: every part is rescored, the videos come from the cache
-    versioned = dataclasses.make_dataclass("VersionedSpec", [("version", str, "7")], bases=(MetricSpec,),
-                                           frozen=True)
-    spec = PSNRMetric.spec
-    monkeypatch.setattr(PSNRMetric, "spec", versioned(**{f.name: getattr(spec, f.name)
-                                                         for f in dataclasses.fields(spec)}))
+    monkeypatch.setattr(PSNRMetric, "spec", dataclasses.replace(PSNRMetric.spec, version="7"))
     fourth = run(cfg, progress=Progress.off())
     assert fourth.done == 4 and len(noisy_method) == 4
     rows4 = load_run(first.run_dir)
