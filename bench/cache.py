@@ -26,7 +26,7 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, Mapping
+from typing import Any, BinaryIO, Callable, Iterable, Iterator, Mapping
 
 from bench.paths import cache_dir
 
@@ -71,14 +71,15 @@ def file_sha256(path: Path) -> str:
     return digest
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write via a temporary file in the same folder and rename, so readers never see partial data."""
+def atomic_write_with(path: Path, write: Callable[[BinaryIO], None]) -> None:
+    """`write(file)` into a temporary file in the same folder, fsync, rename: readers (or a crash
+    mid-write) never see partial data, and the previous file stays until the new one is whole."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
-            f.write(data)
+            write(f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -86,6 +87,11 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         raise
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write via a temporary file in the same folder and rename, so readers never see partial data."""
+    atomic_write_with(path, lambda f: f.write(data))
 
 
 def atomic_write_text(path: Path, text: str) -> None:

@@ -27,11 +27,8 @@ Evaluations must not change what training does, except on the steps the task sch
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
 import signal
-import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
@@ -196,21 +193,12 @@ def checkpoint_step(folder: Path) -> int:
 
 
 def _atomic_torch_save(obj: Any, path: Path) -> None:
-    """torch.save to a temporary file in the same folder, fsync, rename: a reader (or a crash
-    mid-write) never sees a partial checkpoint, and the previous one stays until the new one is whole."""
+    """torch.save through bench.cache.atomic_write_with: never a partial checkpoint on disk."""
     import torch
 
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
+    from bench.cache import atomic_write_with
+
+    atomic_write_with(path, lambda f: torch.save(obj, f))
 
 
 def _write_json(path: Path, data: Any) -> None:
