@@ -330,6 +330,13 @@ class Method(abc.ABC):
         """Whether the method can run here with this config (dependencies, weights, GPU)."""
         return Availability.yes()
 
+    @classmethod
+    def variant(cls, config: Any) -> str:
+        """What of this config changes what the method's numbers mean, in a few words ("" when nothing
+        does). Result rows carry it and reports show the method as "<name> [<variant>]", so numbers of
+        two variants (say nerf_head on HuBERT vs on the mel front end) never share a table row."""
+        return ""
+
     def fit(self, clips: Sequence["PreparedClip"], budget: Budget) -> FitReport:
         """Prepare to generate: load weights, or train on the train-split `clips` within `budget`
         (val-split clips, if any, are for evaluation only). Default: nothing.

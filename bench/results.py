@@ -6,7 +6,7 @@ Files in a run folder `runs/<run-id>/`:
 - `results.parquet` and `results.csv`: every part concatenated, rewritten at the end of a run;
 - `manifest.json`: see `bench.manifest`.
 
-Column meanings (schema version 2):
+Column meanings (schema version 3):
 - run_id, dataset, split: which run and which split the clip belongs to;
 - request_id: unique per request; kind: "self" (a clip's own audio, ground truth exists) or "cross";
 - clip_id: the target (identity) clip; audio_clip: the clip whose audio drove the video;
@@ -20,9 +20,13 @@ Column meanings (schema version 2):
   when unknown); versions: the declared versions and settings that made it (`bench.manifest.
   part_versions`: method version and config digest, every metric's version and config digest,
   every recipe stage's version and config digest), as compact JSON. A resume compares a part's
-  versions with the current ones and recomputes the part when they differ.
+  versions with the current ones and recomputes the part when they differ;
+- variant: what of the method's configuration changes what its numbers mean (`Method.variant`, e.g.
+  nerf_head's "front end: mel"); "" for most methods. Reports show a method as `method_label(method,
+  variant)`, so rows of two variants are never pooled into one table row.
 
-Schema 1 files (before commit / versions) are read with both columns empty.
+Schema 1 files (before commit / versions) are read with both columns empty; schema 1-2 files
+(before variant) with variant "".
 """
 
 from __future__ import annotations
@@ -34,8 +38,8 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
-SCHEMA_VERSION = 2
-READABLE_VERSIONS = ("1", "2")     # 1: no commit / versions columns (filled with "")
+SCHEMA_VERSION = 3
+READABLE_VERSIONS = ("1", "2", "3")     # 1: no commit / versions; 1-2: no variant (filled with "")
 STATUSES = ("ok", "unavailable", "failed", "too_short", "not_applicable")
 
 
@@ -67,6 +71,7 @@ class ResultRow:
     extra: str = "{}"
     commit: str = ""
     versions: str = "{}"
+    variant: str = ""
 
     def __post_init__(self) -> None:
         if self.status not in STATUSES:
@@ -87,6 +92,11 @@ COLUMNS = tuple(f.name for f in fields(ResultRow))
 _DTYPES = {
     "value": "float64", "published": "bool", "n_frames": "int64",
 }
+
+
+def method_label(method: str, variant: str = "") -> str:
+    """How reports name a method: its registry name, with the variant when it has one."""
+    return f"{method} [{variant}]" if variant else method
 
 
 def to_frame(rows: Iterable[ResultRow]):
@@ -155,9 +165,10 @@ def read_parquet(path: Path):
         raise SchemaError(f"{path}: results schema version {version}, this talkbench reads "
                           f"{', '.join(READABLE_VERSIONS)}")
     df = table.to_pandas()
-    for col, default in (("commit", ""), ("versions", "{}")):
+    for col, default in (("commit", ""), ("versions", "{}"), ("variant", "")):
         if col not in df.columns:
             df[col] = default
+    df = df[list(COLUMNS)]     # columns added by later schemas sit where the current schema has them
     for col in COLUMNS:
         df[col] = df[col].astype(_DTYPES.get(col, "string"))
     validate(df)

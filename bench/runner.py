@@ -98,6 +98,7 @@ class Resolved:
     availability: Availability
     spec: Any = None
     explicit: bool = False
+    variant: str = ""     # methods: `Method.variant(config)`, carried by every result row
 
 
 @dataclass(frozen=True)
@@ -170,7 +171,7 @@ def resolve_methods(requested: Sequence[str], overrides: dict[str, dict[str, str
                 if not a.ok:
                     avail = Availability.no(f"recipe stage '{stage}' unavailable: {a.reason}")
                     break
-        out.append(Resolved(name, cls, config, avail, spec, explicit))
+        out.append(Resolved(name, cls, config, avail, spec, explicit, cls.variant(config)))
     return out
 
 
@@ -484,7 +485,7 @@ class Runner:
         for r in self.methods:
             entry = m["methods"].setdefault(r.name, {"fits": []})
             entry.update({"available": r.availability.ok, "reason": r.availability.reason,
-                          "config": to_jsonable(r.config), "spec": _spec_json(r.spec)})
+                          "config": to_jsonable(r.config), "spec": _spec_json(r.spec), "variant": r.variant})
         for r in self.metrics:
             entry = m["metrics"].setdefault(r.name, {})
             entry.update({"available": r.availability.ok, "reason": r.availability.reason,
@@ -786,7 +787,7 @@ class Runner:
             self.progress.log(f"error: method {m.name}: {reason}")
             for r in todo:
                 self._write_part(m.name, r.id,
-                                 _missing_rows(self.metrics, self._base(r, m.name), "failed", reason, r.kind))
+                                 _missing_rows(self.metrics, self._base(r, m), "failed", reason, r.kind))
 
         keys: list[str] = []
         weights: list[str] = []
@@ -844,7 +845,7 @@ class Runner:
                 continue
             reason = f"input check failed for clip {r.target.id!r}: {why}"
             self.progress.log(f"error: {m.name} on {r.id!r}: {reason}")
-            self._write_part(m.name, r.id, _missing_rows(self.metrics, self._base(r, m.name), "failed", reason,
+            self._write_part(m.name, r.id, _missing_rows(self.metrics, self._base(r, m), "failed", reason,
                                                          r.kind))
         return passing
 
@@ -868,16 +869,16 @@ class Runner:
             mf.record_weight(manifest, w.role, w.path, w.sha256, w.origin, f"method:{method}", w.note)
         self._flush()
 
-    def _base(self, r: Request, method: str) -> dict[str, Any]:
+    def _base(self, r: Request, m: Resolved) -> dict[str, Any]:
         return {"run_id": self.run_id, "dataset": self.dataset.name, "split": self.config.split,
                 "request_id": r.id, "kind": r.kind, "clip_id": r.target.id, "audio_clip": r.driving.id,
-                "subject": r.target.subject, "method": method,
+                "subject": r.target.subject, "method": m.name, "variant": m.variant,
                 "hardware": self._manifest["hardware"]["id"],
-                "commit": self._commit, "versions": self._versions[method]}
+                "commit": self._commit, "versions": self._versions[m.name]}
 
     def _run_request(self, m: Resolved, method: Method, r: Request, fit_key: str, weights_id: list[str],
                      metrics: dict[str, Metric], clip_errors: dict[str, str]) -> None:
-        base = self._base(r, m.name)
+        base = self._base(r, m)
         for clip in {r.target.id, r.driving.id}:
             if clip in clip_errors:
                 reason = f"clip {clip!r}: {clip_errors[clip]}"
@@ -943,7 +944,7 @@ class Runner:
                     "mouth_boxes": _mouth_boxes(target, indices), "frames_without_face": result.frames_without_face,
                     "n_frames": n}
             write_samples(self.layout.samples(m.name, r.id), generated, audio, indices,
-                          {**info, "method": m.name, **delivered}, self.config.preview_videos)
+                          {**info, "method": m.name, "variant": m.variant, **delivered}, self.config.preview_videos)
             if gt is not None and not (self.layout.samples(GROUND_TRUTH, r.id) / "sample.json").exists():
                 write_samples(self.layout.samples(GROUND_TRUTH, r.id), gt, audio, indices,
                               {**info, "method": GROUND_TRUTH}, self.config.preview_videos)

@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
+from bench.results import method_label
+
 UNKNOWN_HARDWARE = "unknown"
 
 
@@ -92,7 +94,8 @@ class Bundle:
         for run in self.runs:
             for name, entry in section(run.manifest, "methods").items():
                 if isinstance(entry, Mapping):
-                    out.setdefault(str(name), []).append((run, entry))
+                    label = method_label(str(name), str(entry.get("variant") or ""))
+                    out.setdefault(label, []).append((run, entry))
         return out
 
 
@@ -163,6 +166,9 @@ def merge(runs: list[Run]) -> Bundle:
         notes.extend(_version_notes(run))
     results = pd.concat(frames, ignore_index=True) if frames else to_frame([])
     if len(results):
+        # a method's variants (e.g. nerf_head's audio front end) are separate methods in every table
+        variant = results["variant"].fillna("").astype(str)
+        results["method"] = [method_label(str(m), v) for m, v in zip(results["method"], variant)]
         labels = {sid: "scorer of run" + ("s " if len(ids) > 1 else " ") + ", ".join(dict.fromkeys(ids))
                   for sid, ids in scorers.items()}
         results["scorer_label"] = results["scorer"].map(lambda s: labels.get(s, ""))

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, Iterator, Mapping, Sequence
 
 from bench.layout import GROUND_TRUTH, request_key
+from bench.results import method_label
 from reports.load import Bundle
 
 GT_LABEL = "ground truth (real video)"
@@ -144,8 +145,8 @@ def collect_samples(bundle: Bundle) -> dict[str, dict[str, Sample]]:
                 continue
             if not isinstance(info, dict) or not info.get("request_id"):
                 continue
-            method = meta.parent.parent.name if meta.parent.parent.name == GROUND_TRUTH else str(
-                info.get("method") or meta.parent.parent.name)
+            method = meta.parent.parent.name if meta.parent.parent.name == GROUND_TRUTH else method_label(
+                str(info.get("method") or meta.parent.parent.name), str(info.get("variant") or ""))
             out.setdefault(str(info["request_id"]), {}).setdefault(method, Sample(meta.parent, info))
     return out
 

@@ -208,6 +208,23 @@ class NerfHeadMethod(Method):
             checks.append(cls._hubert(config, "front_end=hubert"))
         return all_of(*checks)
 
+    @classmethod
+    def variant(cls, config: NerfHeadConfig) -> str:
+        # the audio front end decides which audio2motion model drives the renderer: never pooled
+        try:
+            return f"front end: {cls._front_end_of(config)}"
+        except ValueError:    # hubert asked for without its weights: the method is unavailable anyway
+            return f"front end: {config.front_end}"
+
+    @staticmethod
+    def _front_end_of(config: NerfHeadConfig) -> str:
+        from data_recipes.audio.hubert import hubert_availability
+        from methods.nerf_head.audio2motion.data import resolve_front_end
+
+        if config.audio2motion_checkpoint is not None:
+            return "hubert"       # an official audio2motion reads HuBERT features
+        return resolve_front_end(config.front_end, hubert_availability().ok)
+
     @staticmethod
     def _hubert(config: NerfHeadConfig, why: str) -> Availability:
         from data_recipes.audio.hubert import hubert_availability
@@ -237,12 +254,7 @@ class NerfHeadMethod(Method):
         return self._bfm
 
     def _resolve_front_end(self) -> str:
-        from data_recipes.audio.hubert import hubert_availability
-        from methods.nerf_head.audio2motion.data import resolve_front_end
-
-        if self.config.audio2motion_checkpoint is not None:
-            return "hubert"
-        return resolve_front_end(self.config.front_end, hubert_availability().ok)
+        return self._front_end_of(self.config)
 
     def _renderer_preset(self, budget: Budget):
         from methods.nerf_head.renderer.config import preset

@@ -120,3 +120,22 @@ def test_a_shard_folder_refuses_another_split(tmp_path, monkeypatch):
     (runs / "fixed.shard-0-of-2").rename(runs / "fixed.shard-0-of-3")
     with pytest.raises(RunError, match="holds shard 0/2"):
         run(_config(runs, shard="0/3", **kw), progress=Progress.off())
+
+
+def test_a_method_variant_is_carried_by_rows_manifest_samples_and_report(tmp_path, monkeypatch):
+    """`Method.variant` (nerf_head's front end; here tinted's non-default rate) reaches every row, the
+    manifest and the samples, and the report shows the method under "<name> [<variant>]"."""
+    from reports.build import build_report
+
+    register(monkeypatch)
+    monkeypatch.setenv("TALKBENCH_WEIGHTS", str(tmp_path / "weights"))
+    monkeypatch.setenv("TALKBENCH_CACHE", str(tmp_path / "cache"))
+    res = run(_config(tmp_path / "runs", overrides=(("tinted.rate", "0.25"),)), progress=Progress.off())
+    df = load_run(res.run_dir)
+    assert set(df[df.method == "tinted"].variant) == {"rate 0.25"}
+    assert set(df[df.method != "tinted"].variant) == {""}
+    assert json.loads((res.run_dir / "manifest.json").read_text())["methods"]["tinted"]["variant"] == "rate 0.25"
+    infos = [json.loads(p.read_text()) for p in res.run_dir.glob("samples/tinted/*/sample.json")]
+    assert infos and all(i["variant"] == "rate 0.25" for i in infos)
+    html = build_report([res.run_dir], tmp_path / "report").read_text()
+    assert "tinted [rate 0.25]" in html and ">tinted<" not in html

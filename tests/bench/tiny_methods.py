@@ -89,6 +89,10 @@ class Tinted(Method):
         super().__init__(config, context)
         self.tints: dict[str, np.ndarray] = {}
 
+    @classmethod
+    def variant(cls, config: TintedConfig) -> str:
+        return "" if config.rate == 0.5 else f"rate {config.rate}"   # a non-default rate is another method
+
     def fit_part(self, part, clips, budget) -> FitReport:
         from bench.trainer import TrainSettings, train
 

@@ -13,7 +13,8 @@ UNITS = {"PSNR": ("psnr", "dB", "higher"), "SSIM": ("ssim", "", "higher"), "LSE-
 
 def row(method: str, metric: str, value: float = math.nan, *, clip: str = "c0", kind: str = "self",
         status: str = "ok", reason: str = "", hardware: str = "hw1", run_id: str = "r1", audio: str | None = None,
-        published: bool | None = None, extra: dict | None = None, dataset: str = "demo") -> ResultRow:
+        published: bool | None = None, extra: dict | None = None, dataset: str = "demo",
+        variant: str = "") -> ResultRow:
     family, unit, better = UNITS[metric]
     if status != "ok":
         value = math.nan
@@ -24,7 +25,7 @@ def row(method: str, metric: str, value: float = math.nan, *, clip: str = "c0", 
                      audio_clip=audio, subject="s", method=method, metric=metric, family=family, value=value,
                      status=status, reason=reason, unit=unit, better=better,
                      published=(family != "sync_suite") if published is None else published,
-                     n_frames=100, hardware=hardware, extra=extra_json(extra or {}))
+                     n_frames=100, hardware=hardware, extra=extra_json(extra or {}), variant=variant)
 
 
 def frame(rows):

@@ -181,6 +181,29 @@ def test_datasets_and_budgets_get_their_own_columns_unless_pooled(tmp_path):
     assert "PSNR [budget quick]" in html and "PSNR [budget full]" in html
 
 
+def test_variants_of_one_method_are_never_pooled_and_every_place_names_them(tmp_path):
+    """nerf_head on the mel front end and on HuBERT are two methods to every table (issue 14)."""
+    def one(name, front_end, value):
+        v = f"front end: {front_end}"
+        rows = [row("nerf_head", "PSNR", value, run_id=name, variant=v), row("frozen", "PSNR", 20.0, run_id=name)]
+        m = manifest(name, "hw", "cpu", methods={"nerf_head": {"available": True, "variant": v, "fits": [],
+                                                              "spec": {"kind": "3d", "fit_scope": "subject"}}})
+        return write_run(tmp_path / name, rows, m)
+
+    runs = [one("a", "mel", 30.0), one("b", "hubert", 34.0)]
+    bundle = load_bundle(runs)
+    t = main_table(per_request(bundle.results))
+    cells = {r.method: r.cells[0].text for r in t.rows}
+    assert cells["nerf_head [front end: mel]"] == "30.00" and cells["nerf_head [front end: hubert]"] == "34.00"
+    assert "nerf_head" not in cells
+    # the manifest entries follow the label: the 2D-vs-3D table still knows the kind of each
+    assert set(bundle.methods_manifest()) == {"nerf_head [front end: mel]", "nerf_head [front end: hubert]"}
+    html = build_report(runs, tmp_path / "out").read_text()
+    decision = _section(html, 'id="decision"')
+    assert "nerf_head [front end: mel]" in decision and "nerf_head [front end: hubert]" in decision
+    assert decision.count("3D") >= 2
+
+
 def test_fps_cells_say_when_the_machine_was_busy(tmp_path):
     busy = {"stages": {"model": 1.0}, "frames": 10,
             "load": {"load1_before": 7.9, "load1_after": 8.1, "cores": 2, "busy": True}}
