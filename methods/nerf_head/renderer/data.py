@@ -90,19 +90,20 @@ def torso_over_plate(frames: np.ndarray, labels: np.ndarray | None, plate: np.nd
 def hull_mask(points: np.ndarray, size: int, dilate: int = 2) -> np.ndarray:
     """(size, size) bool: convex hull of 2-D points (pixels), dilated by `dilate` pixels (GeneFace++'s
     polygon face mask: hull of the 68 landmarks, dilated with a 3x3 max then average pool)."""
-    from PIL import Image, ImageDraw
+    import cv2
     from scipy.spatial import ConvexHull
 
     pts = np.asarray(points, np.float64)
     pts = pts[np.isfinite(pts).all(1)]
-    img = Image.new("L", (size, size), 0)
+    img = np.zeros((size, size), np.uint8)
     if len(pts) >= 3:
         try:
             hull = pts[ConvexHull(pts).vertices]
-            ImageDraw.Draw(img).polygon([tuple(p) for p in hull], fill=1)
         except Exception:  # degenerate (collinear) points: no mask
-            pass
-    m = torch.from_numpy(np.array(img, dtype=np.float32))[None, None]
+            hull = None
+        if hull is not None:   # 4 fractional bits: sub-pixel vertices as the polygon has them
+            cv2.fillConvexPoly(img, np.round(hull * 16).astype(np.int32), 1, lineType=cv2.LINE_8, shift=4)
+    m = torch.from_numpy(img.astype(np.float32))[None, None]
     if dilate > 0:
         m = F.max_pool2d(m, 2 * dilate + 1, stride=1, padding=dilate)
     return m[0, 0].numpy() > 0

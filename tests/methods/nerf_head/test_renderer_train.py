@@ -113,3 +113,15 @@ def test_presets_are_typed_and_say_what_they_are():
     assert s.head.grid == f.head.grid and s.head_train.steps < f.head_train.steps
     with pytest.raises(ValueError, match="quick"):
         preset("fast")
+
+
+def test_hull_mask_fills_the_hull_and_nothing_else():
+    from methods.nerf_head.renderer.data import hull_mask
+
+    square = np.array([[10.0, 10.0], [30.0, 10.0], [30.0, 30.0], [10.0, 30.0], [20.0, 20.0]])
+    m = hull_mask(square, 48, dilate=0)
+    assert m.shape == (48, 48) and m[12:29, 12:29].all()       # inside (row, col) = (y, x)
+    assert not m[:9].any() and not m[32:].any() and not m[:, 32:].any()
+    grown = hull_mask(square, 48, dilate=2)
+    assert grown.sum() > m.sum() and grown[8, 20] and not m[8, 20]
+    assert not hull_mask(np.array([[1.0, 1.0], [5.0, 5.0], [9.0, 9.0]]), 16).any()   # collinear: empty
