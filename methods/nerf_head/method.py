@@ -165,7 +165,8 @@ class NerfHeadMethod(Method):
         fit_scope="subject",
         kind="3d",
         per_subject_data="3-5 min video of the person (GeneFace++ recipe)",
-        version="1",
+        # bump when outputs change for the same inputs: 2 = face hull mask drawn by OpenCV (was Pillow)
+        version="2",
         parts=(
             PartSpec("audio2motion", "dataset", steps=A2M_STEPS,
                      description="pitch-aware VAE audio -> 3DMM expression (trained, or an official folder)"),
@@ -478,7 +479,12 @@ class NerfHeadMethod(Method):
     # ---------------------------------------------------------------------------------- generate
 
     def generate(self, request: GenerateRequest) -> GenerateResult:
+        import shutil
+        import tempfile
+
         from data_recipes.crops.head import paste_frame
+        from data_recipes.frames import ClipFrames, FileFrames, cyclic
+        from data_recipes.media import VideoWriter
         from metrics.fps import StageTimer
         from methods.nerf_head import subject as S
         from methods.nerf_head.audio2motion.data import audio_features, clip_f0
@@ -508,7 +514,7 @@ class NerfHeadMethod(Method):
         from methods.nerf_head.audio2motion.data import clip_geometry
 
         id_offset = clip_geometry(target.stage("threedmm"), self._bfm_model([target])).id_offset
-        frames = target.frames()
+        frames = ClipFrames(target)   # lazy (issue 16): decoded where read, never held whole
         timer = StageTimer(self.context.device)
         with timer("motion"):
             exp = predict_motion(self._a2m, feats, f0, n, temperature=cfg.temperature, mouth_amp=cfg.mouth_amp,
@@ -528,7 +534,19 @@ class NerfHeadMethod(Method):
                                            output_size=crop_size, seed=request.seed, batch=cfg.render_batch)
         with timer("paste_back"):
             mask = S.feather_mask(crop_size, cfg.paste_feather)
-            out = np.stack([paste_frame(frames[j], crops[i], transforms[j], mask) for i, j in enumerate(idx)])
+        # pasted frame by frame into a lossless file (decoding and writing are file IO: not timed); the
+        # runner copies it into its generated-video cache and removes the folder
+        folder = Path(tempfile.mkdtemp(prefix="talkbench-nerf_head-"))
+        try:
+            with VideoWriter(folder / "frames.mkv", fps=25, lossless=True) as writer:
+                for i, frame in enumerate(cyclic(frames, n)):
+                    with timer("paste_back"):
+                        pasted = paste_frame(frame, crops[i], transforms[idx[i]], mask)
+                    writer.write(pasted)
+        except BaseException:
+            shutil.rmtree(folder, ignore_errors=True)
+            raise
+        out = FileFrames(folder / "frames.mkv", n, *target.size, lossless=True, owned=folder)
         info: dict[str, Any] = {"front_end": fe, "audio2motion": self._a2m_origin, "expression_space": self._space.name,
                                 "renderer_preset": sub.preset, "render_side": sub.size, "looped": n > t_frames}
         if fe == "hubert" and "hubert" not in self.spec.stages:
@@ -542,7 +560,7 @@ class NerfHeadMethod(Method):
             timings_extra = {}
         if cfg.overlay:
             info["overlay"] = str(self._write_overlay(request, exp, id_offset))
-        return GenerateResult(frames=np.ascontiguousarray(out), timings={**timer.timings(), **timings_extra}, info=info)
+        return GenerateResult(frames=out, timings={**timer.timings(), **timings_extra}, info=info)
 
     def _write_overlay(self, request: GenerateRequest, exp: np.ndarray, id_offset: np.ndarray) -> Path:
         """Predicted (red) vs tracked (green) landmarks on the target frames, with the driving audio."""
