@@ -5,6 +5,7 @@
     bench list
     bench report runs/<id> [runs/<id2> ...]
     bench run --dataset cmlr:/data/CMLR --shard 0/8    (one of 8 processes; then bench merge runs/<id>.shard-*)
+    bench run --dataset demo --executor ray [--ray-address HOST:PORT]   (shard tasks on a Ray cluster, merged)
     bench cache [--prune --runs runs/]
     bench env
     bench score out.mp4 --metrics lse --json
@@ -141,6 +142,22 @@ def build_parser() -> argparse.ArgumentParser:
                         "by request, and by subject for methods with per-subject fits; dataset-level fits are shared "
                         "through the cache (the first shard trains, the others wait and reuse). Combine the N folders "
                         "with `bench merge` (docs/ARCHITECTURE.md, Running on a cluster)")
+    p.add_argument("--executor", choices=("local", "ray"), default="local",
+                   help="where the work runs: local = this process; ray = shard tasks on a Ray cluster (the extra "
+                        "talkbench[ray]), merged into <runs-dir>/<run-id> with the same results (bench/executor.py; "
+                        "default: local)")
+    p.add_argument("--ray-address", default=None, metavar="HOST:PORT",
+                   help="--executor ray: the cluster to use (default: $RAY_ADDRESS, else a cluster `ray start` "
+                        "began on this machine, else a local one started for the run, on 127.0.0.1)")
+    p.add_argument("--ray-tasks", type=int, default=None, metavar="N",
+                   help="--executor ray: shard tasks (default: the cluster's CPUs / --ray-cpus, or GPUs / --ray-gpus, "
+                        "at most one per request; a rerun keeps the earlier N and resumes)")
+    p.add_argument("--ray-cpus", type=float, default=None, metavar="C", help="--executor ray: CPUs per task (default: 1)")
+    p.add_argument("--ray-gpus", type=float, default=None, metavar="G",
+                   help="--executor ray: GPUs per task, fractions share a GPU (default: 1 with --device cuda, or "
+                        "with --device auto on a cluster with GPUs; else 0)")
+    p.add_argument("--ray-retries", type=int, default=None, metavar="K",
+                   help="--executor ray: retries of a task whose worker died; the retry resumes (default: 3)")
     _add_progress_arg(p)
 
     p = sub.add_parser("prepare", help="run recipe stages only (cached), e.g. before a long run",
@@ -226,7 +243,24 @@ def cmd_run(args: argparse.Namespace) -> int:
         precision=args.precision, overrides=tuple(args.overrides), strip_frames=args.strip_frames,
         preview_videos=args.preview_videos, runs_dir=args.runs_dir, run_id=args.run_id, workers=args.workers,
         report=args.report, samples=args.samples, shard=args.shard)
-    outcome = run(config, command=["bench", *sys.argv[1:]], progress=Progress(args.progress))
+    ray_args = {"address": args.ray_address, "tasks": args.ray_tasks, "cpus_per_task": args.ray_cpus,
+                "gpus_per_task": args.ray_gpus, "max_retries": args.ray_retries}
+    ray_set = {k: v for k, v in ray_args.items() if v is not None}
+    if args.executor != "ray" and ray_set:
+        print("error: the --ray-* options only apply with --executor ray", file=sys.stderr)
+        return EXIT_USAGE
+    if args.executor == "ray":
+        from bench.executor import ExecutorFailed, RayExecutor, RayOptions
+
+        options = RayOptions(**ray_set)
+        try:
+            outcome = RayExecutor(options).run(config, command=["bench", *sys.argv[1:]],
+                                               progress=Progress(args.progress))
+        except ExecutorFailed as e:
+            print(f"error: {e}", file=sys.stderr)
+            return EXIT_RUN_FAILED
+    else:
+        outcome = run(config, command=["bench", *sys.argv[1:]], progress=Progress(args.progress))
     print(f"results: {outcome.run_dir / 'results.parquet'} ({len(outcome.results)} rows; "
           f"{outcome.done} videos made, {outcome.skipped} already done)")
     if outcome.report:
@@ -358,6 +392,7 @@ def list_entries(what: str = "all") -> dict[str, list[dict[str, Any]]]:
                          "origin": origins.get(m.name, ""),
                          "description": spec.description if spec else "",
                          "kind": spec.kind if spec else "",
+                         "variant": m.variant,   # e.g. nerf_head's front end on this machine
                          # parts and their fit scope: what `--budget <method>.<part>=N` can name
                          "fit": (", ".join(f"{p.name} ({p.scope}"
                                            + (f": {', '.join(p.counters)}" if p.counters else "") + ")"
@@ -449,6 +484,8 @@ def cmd_list(args: argparse.Namespace) -> int:
             detail = r["description"] if r["available"] else r["reason"]
             if section == "metrics" and r.get("values"):
                 detail = f"{', '.join(r['values'])}: {detail}"
+            if r.get("variant"):
+                detail = f"[{r['variant']}] {detail}"
             console.print(f"  {escape(r['name']).ljust(width)}  {mark}  {escape(detail)}")
         console.print()
     return 0
