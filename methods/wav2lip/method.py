@@ -18,6 +18,7 @@ from data_recipes.crops.wav2lip import OFFICIAL_PADS
 if TYPE_CHECKING:
     from bench.precision import Precision
     from data_recipes.recipe import PreparedClip
+    from methods.wav2lip.data import ClipData
     from methods.wav2lip.train import GeneratorSettings, StageSettings
 
 PrecisionChoice = Literal["context", "auto", "fp32", "bf16", "amp"]
@@ -152,6 +153,30 @@ def resolve_precision(choice: PrecisionChoice, context_precision: str, device: s
     return choose(device, context_precision if choice == "context" else choice, prefer_bf16=prefer_bf16)
 
 
+def training_data(clips: Sequence["PreparedClip"], config: Wav2LipConfig,
+                  progress: Any = None) -> tuple[list["ClipData"], list["ClipData"], str]:
+    """Training clips, evaluation clips and how the split was made, from the prepared train (then val)
+    clips `fit` receives; also used by the data-parallel entry point (methods/wav2lip/train_ddp.py)."""
+    from data_recipes.quality import InputUnusable
+    from methods.wav2lip.data import no_usable_clip, prepare_clip, split_train_eval, usable
+
+    train_pc = [c for c in clips if c.clip.split != "val"]
+    val_pc = [c for c in clips if c.clip.split == "val"]
+    if not train_pc:
+        raise ValueError("wav2lip: fit needs at least one training clip")
+    data = [prepare_clip(c, config.jpeg_crops, config.train_crops, progress) for c in train_pc]
+    held = [prepare_clip(c, config.jpeg_crops, config.train_crops, progress) for c in val_pc]
+    if not usable(data):  # checked before splitting: a split of nothing has no clip to cut
+        raise InputUnusable(no_usable_clip(data))
+    train, held_out, split_note = split_train_eval(usable(data), usable(held))
+    train = usable(train)
+    if not train:
+        raise InputUnusable(no_usable_clip(data))
+    if not usable(held_out):
+        held_out, split_note = train, split_note + " (too short to sample; evaluating on training clips)"
+    return train, held_out, split_note
+
+
 def _record(precision: "Precision", device: str) -> dict[str, Any]:
     return {**precision.to_json(), "device": device}
 
@@ -272,8 +297,6 @@ class Wav2LipMethod(Method):
 
     def _train(self, clips: Sequence["PreparedClip"], budget: Budget, t0: float) -> FitReport:
         from bench.weights import sha256_file
-        from data_recipes.quality import InputUnusable
-        from methods.wav2lip.data import no_usable_clip, prepare_clip, split_train_eval, usable
         from methods.wav2lip.train import train_expert, train_generator
 
         cfg, ctx = self.config, self.context
@@ -283,20 +306,7 @@ class Wav2LipMethod(Method):
         precision = train_precision.name
         expert_settings, gen_settings = stage_settings(cfg, budget)
         progress = ctx.progress
-        train_pc = [c for c in clips if c.clip.split != "val"]
-        val_pc = [c for c in clips if c.clip.split == "val"]
-        if not train_pc:
-            raise ValueError("wav2lip: fit needs at least one training clip")
-        data = [prepare_clip(c, cfg.jpeg_crops, cfg.train_crops, progress) for c in train_pc]
-        held = [prepare_clip(c, cfg.jpeg_crops, cfg.train_crops, progress) for c in val_pc]
-        if not usable(data):  # checked before splitting: a split of nothing has no clip to cut
-            raise InputUnusable(no_usable_clip(data))
-        train, held_out, split_note = split_train_eval(usable(data), usable(held))
-        train = usable(train)
-        if not train:
-            raise InputUnusable(no_usable_clip(data))
-        if not usable(held_out):
-            held_out, split_note = train, split_note + " (too short to sample; evaluating on training clips)"
+        train, held_out, split_note = training_data(clips, cfg, progress)
         start = time.monotonic()
         deadline = budget.deadline(start)
         work = Path(ctx.work_dir)

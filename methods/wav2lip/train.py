@@ -21,6 +21,14 @@ and continues a finished stage when asked for more steps. When a stage stops, it
 exported as official checkpoints (`checkpoint_step{:09d}.pth`, `disc_` for the discriminator; the
 newest `keep` are kept), which the method and the official scripts load. Batches are drawn from
 (seed, stage, step), so a run continued from step N equals a straight run.
+
+Data-parallel (torchrun, `dist` = a bench.distributed.DistInfo with W > 1; docs/wav2lip.md,
+"Data-parallel training"): `batch_size` stays the effective batch; every rank draws the same batch
+from (seed, stage, step) and takes its own slice of batch_size / W, gradients are averaged over the
+ranks (all_reduce sum / W) before each optimiser step and BatchNorm running statistics after it, so
+every rank holds the same state; evaluations split their batches over the ranks and sum. Rank 0
+runs bench.trainer and alone writes the trainer checkpoint, curves and official exports; the other
+ranks follow it (bench.distributed.follow) and meet it at a barrier when the stage ends.
 """
 
 from __future__ import annotations
@@ -38,6 +46,7 @@ from methods.wav2lip.data import ClipData, batch, expert_sample, generator_sampl
 if TYPE_CHECKING:
     import torch
 
+    from bench.distributed import DistInfo
     from bench.precision import Precision as PrecisionRule
     from bench.progress import Progress
     from bench.trainer import TrainResult, TrainSettings
@@ -111,14 +120,60 @@ def _precision(device: str, precision: "PrecisionRule | str") -> "PrecisionRule"
     return resolve_precision(precision, device)
 
 
-def _step(loss: "torch.Tensor", optimizer, scaler) -> None:
+def _step(loss: "torch.Tensor", optimizer, scaler, sync: Callable[[], None] | None = None) -> None:
+    """backward, `sync` (data-parallel: average the gradients over the ranks), optimizer step."""
     if scaler is None:
         loss.backward()
+        if sync is not None:
+            sync()
         optimizer.step()
     else:
         scaler.scale(loss).backward()
+        if sync is not None:
+            sync()   # scaled gradients: every rank has the same scale, and an inf anywhere is an inf everywhere
         scaler.step(optimizer)
         scaler.update()
+
+
+def _parallel(dist: "DistInfo | None") -> bool:
+    return dist is not None and dist.world_size > 1
+
+
+# BatchNorm in training mode needs more than one value per channel; both networks end at 1 x 1
+MIN_RANK_BATCH = 2
+
+
+def _draw(sample_fn, clips: Sequence[ClipData], rng: np.random.Generator, size: int,
+          dist: "DistInfo | None") -> tuple[np.ndarray, ...]:
+    """The batch of `size` a single process draws from `rng`, or on rank r of W its slice
+    [r * size / W, (r + 1) * size / W) (drawn up to the slice's end: the samples follow one another)."""
+    if not _parallel(dist):
+        return batch(sample_fn, clips, rng, size)
+    from bench.distributed import per_rank_batch
+
+    share = per_rank_batch(size, dist, MIN_RANK_BATCH)
+    arrays = batch(sample_fn, clips, rng, share * (dist.rank + 1))  # type: ignore[union-attr]
+    return tuple(a[share * dist.rank:] for a in arrays)  # type: ignore[union-attr]
+
+
+def _sync_grads(model, dist: "DistInfo | None") -> Callable[[], None] | None:
+    if not _parallel(dist):
+        return None
+    from bench.distributed import average_gradients
+
+    return lambda: average_gradients(model.parameters(), dist)
+
+
+def _after_step(modules, values: dict[str, float], dist: "DistInfo | None") -> dict[str, float]:
+    """Data-parallel: BatchNorm running statistics and the logged scalars averaged over the ranks."""
+    if not _parallel(dist):
+        return values
+    from bench.distributed import average_buffers, mean_scalars
+
+    for m in modules:
+        if m is not None:
+            average_buffers(m, dist)
+    return mean_scalars(values, dist)
 
 
 def _rng(seed: int, stage: int, step: int) -> np.random.Generator:
@@ -145,8 +200,11 @@ def _seeded(seed: int, build: Callable[[], Any]) -> Any:
         return build()
 
 
-def _batches(n: int, progress: "Progress | None", label: str):
-    rounds = range(max(1, n))
+def _batches(n: int, progress: "Progress | None", label: str, dist: "DistInfo | None" = None):
+    """Evaluation batch indices (at least one); data-parallel: rank r takes those = r mod W."""
+    rounds: Sequence[int] = range(max(1, n))
+    if _parallel(dist):
+        rounds = [b for b in rounds if b % dist.world_size == dist.rank]  # type: ignore[union-attr]
     return progress.track(rounds, label, total=len(rounds)) if progress is not None else rounds
 
 
@@ -182,12 +240,47 @@ def _result(out: "TrainResult", checkpoint: Path, syncnet_wt: float = 0.0) -> St
                        out.stopped, syncnet_wt, out.resumed_from, out.precision.name)
 
 
+def run_stage(task: "ExpertTask | GeneratorTask", folder: Path, label: str, eval_first: bool = False,
+              deadline: float | None = None, progress: "Progress | None" = None) -> StageResult:
+    """Train `task` in `folder` with bench.trainer and export its final state in the official format.
+
+    Data-parallel (task.dist with W > 1): rank 0 trains (its trainer decides the steps, deadline and
+    interruptions and alone writes files), the other ranks follow it, and all meet at a barrier once
+    rank 0 has exported, so every rank returns with the files on disk. A follower's result has the
+    step, stop reason and checkpoint; rank 0's also has the curves and timings."""
+    from bench.trainer import train as run
+
+    settings, dist = task.settings, task.dist
+    trainer_settings = _trainer_settings(settings, label, eval_first)
+    syncnet_wt = lambda: float(getattr(task, "syncnet_wt", 0.0))  # noqa: E731 - read after training
+    if not _parallel(dist):
+        out = run(task, folder, trainer_settings, device=task.device, precision=task.precision, deadline=deadline,
+                  progress=progress)
+        return _result(out, _export(folder, out.steps_done, len(task.train_clips), settings, task.parts()),
+                       syncnet_wt())
+    from bench.distributed import barrier, follow, lead
+    from bench.trainer import Autocast
+
+    if dist.leader:  # type: ignore[union-attr]
+        out = lead(task, dist, lambda t: run(t, folder, trainer_settings, device=task.device,  # type: ignore[arg-type]
+                                             precision=task.precision, deadline=deadline, progress=progress))
+        path = _export(folder, out.steps_done, len(task.train_clips), settings, task.parts())
+        barrier(dist)  # type: ignore[arg-type]
+        return _result(out, path, syncnet_wt())
+    done = follow(task, dist, folder, Autocast(task.precision, task.device))  # type: ignore[arg-type]
+    barrier(dist)  # type: ignore[arg-type]
+    return StageResult(folder / checkpoint_name(done.steps_done), done.steps_done, done.seconds, stopped=done.stopped,
+                       syncnet_wt=syncnet_wt(), resumed_from=done.resumed_from, precision=task.precision.name)
+
+
 # ----------------------------------------------------------------------------------------- stage 1
 
 
 def evaluate_expert(model, clips: Sequence[ClipData], settings: StageSettings, device: str,
-                    precision: "PrecisionRule | str", seed: int, progress: "Progress | None" = None) -> float:
-    """Mean BCE over `eval_batches` batches in eval mode (the same batches every time: seeded)."""
+                    precision: "PrecisionRule | str", seed: int, progress: "Progress | None" = None,
+                    dist: "DistInfo | None" = None) -> float:
+    """Mean BCE over `eval_batches` batches in eval mode (the same batches every time: seeded).
+    Data-parallel: each rank evaluates whole batches (b = rank mod W), the sums are added up."""
     import torch
 
     from methods.wav2lip.models import cosine_bce
@@ -196,11 +289,16 @@ def evaluate_expert(model, clips: Sequence[ClipData], settings: StageSettings, d
     model.eval()
     losses = []
     with torch.no_grad():
-        for b in _batches(settings.eval_batches, progress, "wav2lip: evaluate expert"):
+        for b in _batches(settings.eval_batches, progress, "wav2lip: evaluate expert", dist):
             x, mel, y = _tensors(batch(expert_sample, clips, _rng(seed, 11, b), settings.batch_size), device)
             with prec.autocast(device):
                 a, v = model(mel, x)
             losses.append(float(cosine_bce(a, v, y)))
+    if _parallel(dist):
+        from bench.distributed import all_sum
+
+        total, count = all_sum([sum(losses), len(losses)], dist)
+        return total / count
     return float(np.mean(losses))
 
 
@@ -209,14 +307,19 @@ class ExpertTask:
     come from (seed, 1, step), so a continued run draws what a straight one would."""
 
     def __init__(self, train: Sequence[ClipData], held_out: Sequence[ClipData], settings: StageSettings,
-                 device: str, precision: "PrecisionRule", seed: int, progress: "Progress | None" = None):
+                 device: str, precision: "PrecisionRule", seed: int, progress: "Progress | None" = None,
+                 dist: "DistInfo | None" = None):
         import torch
 
         from bench.trainer import grad_scaler
         from methods.wav2lip.models import SyncNet_color
 
         self.train_clips, self.held_out, self.settings = train, held_out, settings
-        self.device, self.precision, self.seed, self.progress = device, precision, seed, progress
+        self.device, self.precision, self.seed, self.progress, self.dist = device, precision, seed, progress, dist
+        if _parallel(dist):
+            from bench.distributed import per_rank_batch
+
+            per_rank_batch(settings.batch_size, dist, MIN_RANK_BATCH)  # refuse a bad split before any work
         self.model = _seeded(seed, SyncNet_color).to(device)
         self.opt = torch.optim.Adam([p for p in self.model.parameters() if p.requires_grad], lr=settings.lr,
                                     betas=settings.betas)
@@ -235,37 +338,42 @@ class ExpertTask:
         if self.scaler is not None and state.get("scaler"):
             self.scaler.load_state_dict(state["scaler"])
 
+    def begin(self, step: int) -> None:
+        """Data-parallel: rank 0's weights on every rank (they start equal already: same seed or checkpoint)."""
+        if _parallel(self.dist):
+            from bench.distributed import broadcast_module
+
+            broadcast_module(self.model, self.dist)
+
     def step(self, step: int, autocast) -> dict[str, float]:
         from methods.wav2lip.models import cosine_bce
 
         self.model.train()
-        x, mel, y = _tensors(batch(expert_sample, self.train_clips, _rng(self.seed, 1, step),
-                                   self.settings.batch_size), self.device)
+        x, mel, y = _tensors(_draw(expert_sample, self.train_clips, _rng(self.seed, 1, step),
+                                   self.settings.batch_size, self.dist), self.device)
         self.opt.zero_grad()
         with autocast:
             a, v = self.model(mel, x)
         loss = cosine_bce(a, v, y)
-        _step(loss, self.opt, self.scaler)
-        return {"loss": loss.item()}
+        _step(loss, self.opt, self.scaler, _sync_grads(self.model, self.dist))
+        return _after_step([self.model], {"loss": loss.item()}, self.dist)
 
     def evaluate(self, step: int) -> dict[str, float]:
         return {"eval_loss": evaluate_expert(self.model, self.held_out, self.settings, self.device, self.precision,
-                                             self.seed, self.progress)}
+                                             self.seed, self.progress, self.dist)}
 
 
 def train_expert(train: Sequence[ClipData], held_out: Sequence[ClipData], settings: StageSettings,
                  folder: Path, device: str = "cpu", precision: "PrecisionRule | str" = "fp32", seed: int = 0,
-                 deadline: float | None = None, progress: "Progress | None" = None) -> StageResult:
+                 deadline: float | None = None, progress: "Progress | None" = None,
+                 dist: "DistInfo | None" = None) -> StageResult:
     """Train (or continue) SyncNet_color in `folder` with bench.trainer until `settings.steps` or the
     deadline; the final state is exported as an official checkpoint. `precision`: a bench.precision
-    `Precision` or a request ("auto", "fp32", "bf16", "amp") resolved on `device`."""
-    from bench.trainer import train as run
-
+    `Precision` or a request ("auto", "fp32", "bf16", "amp") resolved on `device`. `dist`: this
+    process's place under torchrun (None or W = 1: one process)."""
     prec = _precision(device, precision)
-    task = ExpertTask(train, held_out, settings, device, prec, seed, progress)
-    out = run(task, folder, _trainer_settings(settings, "wav2lip: train expert (stage 1)"), device=device,
-              precision=prec, deadline=deadline, progress=progress)
-    return _result(out, _export(folder, out.steps_done, len(train), settings, task.parts()))
+    task = ExpertTask(train, held_out, settings, device, prec, seed, progress, dist)
+    return run_stage(task, folder, "wav2lip: train expert (stage 1)", deadline=deadline, progress=progress)
 
 
 def load_expert(path: Path, device: str = "cpu"):
@@ -296,8 +404,9 @@ def sync_loss(expert, mel: "torch.Tensor", generated: "torch.Tensor") -> "torch.
 
 def evaluate_generator(model, disc, expert, clips: Sequence[ClipData], settings: GeneratorSettings,
                        device: str, precision: "PrecisionRule | str", seed: int, syncnet_wt: float,
-                       progress: "Progress | None" = None) -> dict[str, float]:
-    """Mean losses over `eval_batches` seeded batches, models in eval mode (expert as configured)."""
+                       progress: "Progress | None" = None, dist: "DistInfo | None" = None) -> dict[str, float]:
+    """Mean losses over `eval_batches` seeded batches, models in eval mode (expert as configured).
+    Data-parallel: each rank evaluates whole batches (b = rank mod W), the sums are added up."""
     import torch
     import torch.nn.functional as F
 
@@ -309,7 +418,7 @@ def evaluate_generator(model, disc, expert, clips: Sequence[ClipData], settings:
         disc.eval()
     rows: dict[str, list[float]] = {}
     with torch.no_grad():
-        for b in _batches(settings.eval_batches, progress, "wav2lip: evaluate generator"):
+        for b in _batches(settings.eval_batches, progress, "wav2lip: evaluate generator", dist):
             x, indiv, mel, gt = _tensors(batch(generator_sample, clips, _rng(seed, 12, b), settings.batch_size), device)
             with prec.autocast(device):
                 g = model(indiv, x)
@@ -325,6 +434,14 @@ def evaluate_generator(model, disc, expert, clips: Sequence[ClipData], settings:
                                  + (1.0 - syncnet_wt - settings.disc_wt) * vals["eval_l1"])
             for k, v in vals.items():
                 rows.setdefault(k, []).append(v)
+    if _parallel(dist):
+        from bench.distributed import all_sum
+
+        # the names are fixed here, since a rank may hold no batch (eval_batches < W)
+        keys = ["eval_sync", "eval_l1", "eval_loss"] + (
+            ["eval_disc_real", "eval_disc_fake", "eval_perceptual"] if disc is not None else [])
+        *sums, count = all_sum([sum(rows.get(k, [])) for k in keys] + [len(rows.get("eval_loss", []))], dist)
+        return {k: s / count for k, s in zip(keys, sums)}
     return {k: float(np.mean(v)) for k, v in rows.items()}
 
 
@@ -338,7 +455,7 @@ class GeneratorTask:
     def __init__(self, train: Sequence[ClipData], held_out: Sequence[ClipData], expert_path: Path,
                  settings: GeneratorSettings, device: str, precision: "PrecisionRule", seed: int,
                  progress: "Progress | None" = None,
-                 on_eval: Callable[[dict[str, float]], None] | None = None):
+                 on_eval: Callable[[dict[str, float]], None] | None = None, dist: "DistInfo | None" = None):
         import torch
 
         from bench.trainer import grad_scaler
@@ -346,6 +463,11 @@ class GeneratorTask:
 
         self.train_clips, self.held_out, self.expert_path, self.settings = train, held_out, expert_path, settings
         self.device, self.precision, self.seed, self.progress, self.on_eval = device, precision, seed, progress, on_eval
+        self.dist = dist
+        if _parallel(dist):
+            from bench.distributed import per_rank_batch
+
+            per_rank_batch(settings.batch_size, dist, MIN_RANK_BATCH)  # refuse a bad split before any work
         # The discriminator is drawn right after the generator from the same seed (as before the move).
         self.model, disc = _seeded(seed + 1, lambda: (Wav2Lip(), Wav2Lip_disc_qual() if settings.gan else None))
         self.model.to(device)
@@ -391,6 +513,12 @@ class GeneratorTask:
         """The frozen expert is loaded only when there is training to do."""
         self.expert = load_expert(self.expert_path, self.device)
         self.expert.train(self.settings.expert_bn == "train")
+        if _parallel(self.dist):  # rank 0's weights everywhere (equal already: same seed or checkpoint)
+            from bench.distributed import broadcast_module
+
+            for m in (self.model, self.disc):
+                if m is not None:
+                    broadcast_module(m, self.dist)
 
     def step(self, step: int, autocast) -> dict[str, float]:
         import torch
@@ -402,8 +530,8 @@ class GeneratorTask:
         model.train()
         if disc is not None:
             disc.train()
-        x, indiv, mel, gt = _tensors(batch(generator_sample, self.train_clips, _rng(self.seed, 2, step),
-                                           settings.batch_size), device)
+        x, indiv, mel, gt = _tensors(_draw(generator_sample, self.train_clips, _rng(self.seed, 2, step),
+                                           settings.batch_size, self.dist), device)
         self.opt.zero_grad()
         if self.disc_opt is not None:
             self.disc_opt.zero_grad()
@@ -415,24 +543,29 @@ class GeneratorTask:
                     else torch.zeros((), device=device))
         l1 = F.l1_loss(g.float(), gt)
         loss = wt * s + settings.disc_wt * perc + (1.0 - wt - settings.disc_wt) * l1
-        _step(loss, self.opt, self.g_scaler)
+        _step(loss, self.opt, self.g_scaler, _sync_grads(model, self.dist))
         vals = {"loss": loss.item(), "l1": l1.item(), "sync": s.item(), "syncnet_wt": wt}
         if disc is not None:
             self.disc_opt.zero_grad()
             with autocast:
                 real = bce(disc(gt), torch.ones(gt.size(0) * gt.size(2), 1, device=device))
                 fake = bce(disc(g.detach()), torch.zeros(g.size(0) * g.size(2), 1, device=device))
+            sync = _sync_grads(disc, self.dist)
             if self.d_scaler is None:
                 real.backward()
                 fake.backward()
+                if sync is not None:
+                    sync()
                 self.disc_opt.step()
             else:
                 self.d_scaler.scale(real).backward()
                 self.d_scaler.scale(fake).backward()
+                if sync is not None:
+                    sync()
                 self.d_scaler.step(self.disc_opt)
                 self.d_scaler.update()
             vals.update(perceptual=perc.item(), disc_real=real.item(), disc_fake=fake.item())
-        return vals
+        return _after_step([model, disc], vals, self.dist)
 
     def scheduled(self, step: int) -> bool:
         s = self.settings
@@ -440,7 +573,7 @@ class GeneratorTask:
 
     def evaluate(self, step: int) -> dict[str, float]:
         ev = evaluate_generator(self.model, self.disc, self.expert, self.held_out, self.settings, self.device,
-                                self.precision, self.seed, self.syncnet_wt, self.progress)
+                                self.precision, self.seed, self.syncnet_wt, self.progress, self.dist)
         if self.scheduled(step) and ev["eval_sync"] < SYNC_SWITCH_THRESHOLD:
             self.syncnet_wt = self.settings.sync_wt_after_switch
         if self.on_eval:
@@ -452,18 +585,15 @@ def train_generator(train: Sequence[ClipData], held_out: Sequence[ClipData], exp
                     settings: GeneratorSettings, folder: Path, device: str = "cpu",
                     precision: "PrecisionRule | str" = "fp32", seed: int = 0, deadline: float | None = None,
                     progress: "Progress | None" = None,
-                    on_eval: Callable[[dict[str, float]], None] | None = None) -> StageResult:
+                    on_eval: Callable[[dict[str, float]], None] | None = None,
+                    dist: "DistInfo | None" = None) -> StageResult:
     """Train (or continue) the generator (and the quality discriminator when settings.gan) in `folder`
-    with bench.trainer; the final state is exported as official checkpoints (generator + `disc_`)."""
-    from bench.trainer import train as run
-
+    with bench.trainer; the final state is exported as official checkpoints (generator + `disc_`).
+    `dist`: this process's place under torchrun (None or W = 1: one process)."""
     prec = _precision(device, precision)
-    task = GeneratorTask(train, held_out, expert_path, settings, device, prec, seed, progress, on_eval)
-    out = run(task, folder, _trainer_settings(settings, "wav2lip: train generator (stage 2)",
-                                              eval_first=settings.eval_at_first_step),
-              device=device, precision=prec, deadline=deadline, progress=progress)
-    path = _export(folder, out.steps_done, len(train), settings, task.parts())
-    return _result(out, path, task.syncnet_wt)
+    task = GeneratorTask(train, held_out, expert_path, settings, device, prec, seed, progress, on_eval, dist)
+    return run_stage(task, folder, "wav2lip: train generator (stage 2)", eval_first=settings.eval_at_first_step,
+                     deadline=deadline, progress=progress)
 
 
 def settings_dict(settings: StageSettings) -> dict[str, Any]:
