@@ -51,6 +51,42 @@ def _settings(steps: int):
                          eval_batches=2, keep=1, checkpoint_seconds=None)
 
 
+# ---------------------------------------------------------------------------------------- pure parts
+
+
+def test_place_read_from_torchrun_environment():
+    from bench.distributed import DistInfo, backend_for, from_env, init_from_env
+
+    assert from_env({}) == DistInfo(0, 1, 0, None)
+    assert from_env({"RANK": "3", "WORLD_SIZE": "4", "LOCAL_RANK": "1"}) == DistInfo(3, 4, 1, None)
+    with pytest.raises(ValueError, match="RANK"):
+        from_env({"RANK": "4", "WORLD_SIZE": "4"})
+    assert backend_for("cuda:1") == "nccl" and backend_for("cpu") == "gloo"
+    info, device = init_from_env("cuda", env={})     # one process: no process group, device unchanged
+    assert info == DistInfo() and device == "cuda" and not torch.distributed.is_initialized()
+
+
+def test_each_rank_takes_its_slice_of_the_single_process_batch():
+    from bench.distributed import DistInfo, per_rank_batch
+    from methods.wav2lip.data import batch, expert_sample
+    from methods.wav2lip.train import ExpertTask, _draw, _rng
+
+    clips = _clips()
+    full = batch(expert_sample, clips, _rng(SEED, 1, 5), 6)
+    for r in range(3):
+        part = _draw(expert_sample, clips, _rng(SEED, 1, 5), 6, DistInfo(r, 3, r, "gloo"))
+        assert all(np.array_equal(p, f[2 * r:2 * r + 2]) for p, f in zip(part, full))
+    assert per_rank_batch(16, DistInfo(0, 4, 0, "gloo")) == 4
+    with pytest.raises(ValueError, match="multiple of 4"):
+        per_rank_batch(6, DistInfo(0, 4, 0, "gloo"))
+    with pytest.raises(ValueError, match="8 or more"):
+        per_rank_batch(4, DistInfo(0, 4, 0, "gloo"), minimum=2)
+    from bench.precision import choose
+
+    with pytest.raises(ValueError, match="1 per process"):   # refused before any network is built
+        ExpertTask(clips, clips, _settings(1), "cpu", choose("cpu", "fp32"), SEED, None, DistInfo(0, 4, 0, "gloo"))
+
+
 # ---------------------------------------------------------------------------------------- the job
 
 
