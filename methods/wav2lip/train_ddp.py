@@ -33,7 +33,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="wav2lip.OPTION=VALUE",
                    help="a Wav2Lip option (e.g. wav2lip.generator_batch_size=32), repeatable")
     p.add_argument("--device", default="cpu", help="cpu (gloo) or cuda (nccl, GPU = LOCAL_RANK)")
-    p.add_argument("--precision", default="auto", help="training precision: auto | fp32 | bf16 | amp")
+    p.add_argument("--precision", choices=("auto", "fp32", "bf16", "amp"), default="auto",
+                   help="training precision, as `bench run --precision` (auto: bf16 where the device does it natively)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--limit", type=int, default=None, help="at most this many test clips (and proportionally "
                                                            "few training clips), as `bench run --limit`")
