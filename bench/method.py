@@ -296,16 +296,25 @@ class GenerateResult:
     (mel, HuBERT, f0: `StageSpec.per_request`) are computed by the recipe, not in `generate`; the
     runner adds their measured seconds as "stage:<name>" so fps counts everything a deployed system
     runs per request. `frames_without_face` counts frames passed through unchanged.
+
+    `frames` is an array, or, for outputs that should not be held in memory (long or large videos),
+    a lazy `data_recipes.frames.Frames` of the same shape: `ClipFrames` (frames of a prepared clip),
+    `RepeatFrames`, or `FileFrames` of a lossless file the method wrote while generating (with
+    `data_recipes.media.VideoWriter(..., lossless=True)`, into a temporary folder it hands over as
+    `owned`: the runner copies the file into its cache and closes it). Memory then stays bounded by a
+    window of frames whatever the clip's length and resolution (issue 16).
     """
 
-    frames: np.ndarray
+    frames: Any   # np.ndarray | data_recipes.frames.Frames, uint8 (T, H, W, 3)
     timings: dict[str, float] = field(default_factory=dict)
     frames_without_face: int = 0
     info: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        from data_recipes.frames import is_video
+
         f = self.frames
-        if not (isinstance(f, np.ndarray) and f.dtype == np.uint8 and f.ndim == 4 and f.shape[-1] == 3):
+        if not is_video(f):
             raise TypeError(
                 "GenerateResult.frames must be a uint8 array of shape (T, H, W, 3), got "
                 f"{getattr(f, 'dtype', type(f))} {getattr(f, 'shape', '')}"

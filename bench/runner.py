@@ -291,18 +291,22 @@ def _mouth_boxes(target: PreparedClip, indices: list[int]) -> dict[str, list[flo
     return boxes
 
 
-def write_samples(folder: Path, frames: np.ndarray, audio: np.ndarray | None, indices: list[int],
+def write_samples(folder: Path, frames: Any, audio: np.ndarray | None, indices: list[int],
                   info: dict[str, Any], preview: bool) -> None:
-    """Strip frames as PNG and a small browser-playable preview; sample.json written last."""
+    """Strip frames as PNG and a small browser-playable preview; sample.json written last.
+
+    `frames`: an array or a lazy video (`data_recipes.frames`); only the strip frames are decoded
+    into memory, and the preview is downscaled frame by frame as it is encoded."""
     import cv2
 
     folder.mkdir(parents=True, exist_ok=True)
     files = []
     used = []
-    for i in indices:
-        j = min(i, len(frames) - 1)
+    picked = [min(i, len(frames) - 1) for i in indices] if len(frames) else []
+    strip = frames[picked] if isinstance(frames, np.ndarray) else frames.take(picked)
+    for i, frame in zip(indices, strip):
         name = f"frame_{i:05d}.png"
-        cv2.imwrite(str(folder / name), cv2.cvtColor(frames[j], cv2.COLOR_RGB2BGR))
+        cv2.imwrite(str(folder / name), cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
         files.append(name)
         used.append(i)
     video = None
@@ -319,36 +323,52 @@ def write_samples(folder: Path, frames: np.ndarray, audio: np.ndarray | None, in
         {**info, "frame_indices": used, "files": files, "video": video}, indent=1, default=str))
 
 
-def _downscale(frames: np.ndarray, max_side: int) -> np.ndarray:
+def _downscale(frames: Any, max_side: int) -> Iterator[np.ndarray]:
+    """The frames with their longer side at most `max_side`, one at a time (never the whole video)."""
     import cv2
 
     h, w = frames.shape[1:3]
     scale = max_side / max(h, w)
     if scale >= 1:
-        return frames
+        yield from iter(frames)
+        return
     size = (max(2, int(round(w * scale / 2)) * 2), max(2, int(round(h * scale / 2)) * 2))
-    return np.stack([cv2.resize(f, size, interpolation=cv2.INTER_AREA) for f in frames])
+    for f in frames:
+        yield cv2.resize(f, size, interpolation=cv2.INTER_AREA)
 
 
 # ------------------------------------------------------------------------------ generated-video cache
 
 
 def _save_generated(folder: Path, result: GenerateResult) -> None:
+    """frames.mkv (lossless) + result.json. Frames are encoded as they are read; a lossless file the
+    method already wrote (`FileFrames(lossless=True)`) is copied instead of decoded and re-encoded."""
+    from data_recipes.frames import FileFrames
     from data_recipes.media import write_video
 
-    write_video(folder / "frames.mkv", result.frames, fps=25, lossless=True)
+    frames = result.frames
+    if isinstance(frames, FileFrames) and frames.lossless and frames.path.suffix == ".mkv":
+        shutil.copyfile(frames.path, folder / "frames.mkv")
+    else:
+        write_video(folder / "frames.mkv", frames, fps=25, lossless=True)
     (folder / "result.json").write_text(json.dumps({
         "timings": result.timings, "frames_without_face": result.frames_without_face,
-        "info": result.info, "shape": list(result.frames.shape)}, default=str))
+        "info": result.info, "shape": list(frames.shape)}, default=str))
 
 
 def _load_generated(folder: Path) -> GenerateResult:
-    from data_recipes.media import read_video_frames
+    """The cached video as a lazy `FileFrames` (decoded when read, never held whole); its frame count
+    and size are checked against result.json by demuxing alone."""
+    from data_recipes.frames import FileFrames
+    from data_recipes.media import video_timeline
 
     meta = json.loads((folder / "result.json").read_text())
-    frames = read_video_frames(folder / "frames.mkv")
-    if list(frames.shape) != meta["shape"]:
-        raise RuntimeError(f"cached video {folder} has shape {frames.shape}, expected {meta['shape']}")
+    path = folder / "frames.mkv"
+    tl = video_timeline(path)
+    shape = [len(tl.pts), tl.height, tl.width, 3]
+    if shape != meta["shape"]:
+        raise RuntimeError(f"cached video {folder} has shape {tuple(shape)}, expected {meta['shape']}")
+    frames = FileFrames(path, *shape[:3], lossless=True)
     return GenerateResult(frames=frames, timings=meta["timings"], frames_without_face=meta["frames_without_face"],
                           info={**meta["info"], "from_cache": True})
 
@@ -909,7 +929,10 @@ class Runner:
         t0 = time.monotonic()
         n = min(len(result.frames), request.num_frames)
         generated = result.frames[:n]
-        gt = target.frames(0, n) if r.kind == "self" else None
+        from data_recipes.frames import ClipFrames
+
+        # lazy ground truth: decoded chunk by chunk by each metric, never held whole (issue 16)
+        gt = ClipFrames(target, 0, n) if r.kind == "self" else None
         audio = driving.audio()[: n * 640]
         protocol = self.dataset.sync_protocol
         timings = {**self._request_stage_seconds(m, r.driving), **result.timings}
@@ -991,14 +1014,26 @@ class Runner:
         # the load while this video was timed travels with it (cached videos keep their original)
         result.info["load"] = {"load1_before": load_before, "load1_after": load_average(),
                                "cores": _usable_cores(), "measured": "around generate"}
-        with self.cache.write(ns, key) as tmp:
-            _save_generated(tmp, result)
+        from data_recipes.frames import FileFrames
+
+        owned = isinstance(result.frames, FileFrames) and result.frames.owned is not None
+        try:
+            with self.cache.write(ns, key) as tmp:
+                _save_generated(tmp, result)
+        finally:
+            if owned:
+                result.frames.close()   # the method's temporary file: its copy is in the cache now
+        if owned:   # scored from the (lossless, bit-equal) cache copy, as a stream
+            return dataclasses.replace(result, frames=_load_generated(self.cache.entry(ns, key)).frames)
         return result
 
     # -- entry
 
     def run(self) -> RunOutcome:
         t_start = time.monotonic()
+        from data_recipes.frames import return_freed_blocks
+
+        return_freed_blocks()   # frame and metric buffers go back to the system when freed (issue 16)
         self._setup()
         # what a killed process left in the cache (its writer is gone); at most once an hour
         self.cache.sweep(min_age_s=600.0, throttle_s=3600.0)

@@ -24,6 +24,7 @@ official-path resampling is done by the metric, not here.
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -429,44 +430,81 @@ def write_video(path: Path, frames_rgb: Iterable[np.ndarray], fps: float = 25, a
     `audio` is float32 mono in [-1, 1] at `sample_rate`. Frames are encoded as they arrive, so an
     iterator is never held in memory. Written to a temporary name and renamed into place.
     """
-    import av
+    with VideoWriter(path, fps, audio, sample_rate, lossless, crf) as writer:
+        for frame in frames_rgb:
+            writer.write(frame)
+    return Path(path)
 
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
-    rate = Fraction(fps).limit_denominator(1001)
-    options = {} if lossless else {"movflags": "+faststart"}
-    try:
-        with av.open(str(tmp), "w", options=options) as out:
-            vstream = None
-            count = 0
-            for frame in frames_rgb:
-                frame = np.asarray(frame)
-                if frame.dtype != np.uint8 or frame.ndim != 3 or frame.shape[2] != 3:
-                    raise ValueError(f"frames must be uint8 RGB (H, W, 3), got {frame.dtype} {frame.shape}")
-                if not lossless:
-                    frame = _pad_even(frame)
-                if vstream is None:
-                    vstream = _video_stream(out, frame.shape[1], frame.shape[0], rate, lossless, crf)
-                    if audio is not None:
-                        astream = _audio_stream(out, sample_rate, lossless)
-                elif (frame.shape[1], frame.shape[0]) != (vstream.width, vstream.height):
-                    raise ValueError(f"frame {count} has size {frame.shape[1]}x{frame.shape[0]}, "
-                                     f"expected {vstream.width}x{vstream.height}")
-                vf = av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")
-                vf.pts = count
-                out.mux(vstream.encode(vf))
-                count += 1
-            if vstream is None:
-                raise ValueError(f"{path}: no frames to write")
-            out.mux(vstream.encode(None))
-            if audio is not None:
-                _encode_audio(out, astream, np.asarray(audio, dtype=np.float32).reshape(-1), sample_rate)
-        tmp.replace(path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    return path
+
+class VideoWriter:
+    """`write_video` one frame at a time: `with VideoWriter(path, ...) as w: w.write(frame)`.
+
+    For producers that make frames in batches (a method's generate loop): only the frame being
+    encoded is held. The file appears under `path` when the block ends without an error; on an
+    error the temporary file is removed. `count` is the number of frames written so far."""
+
+    def __init__(self, path: Path, fps: float = 25, audio: np.ndarray | None = None, sample_rate: int = 16000,
+                 lossless: bool = False, crf: int = 18):
+        self.path = Path(path)
+        self.fps, self.audio, self.sample_rate, self.lossless, self.crf = fps, audio, sample_rate, lossless, crf
+        self.count = 0
+        self._out = None
+        self._vstream = None
+        self._astream = None
+        self._tmp = self.path.with_name(f".{self.path.stem}.tmp{self.path.suffix}")
+
+    def __enter__(self) -> "VideoWriter":
+        import av
+
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        options = {} if self.lossless else {"movflags": "+faststart"}
+        self._out = av.open(str(self._tmp), "w", options=options)
+        return self
+
+    def write(self, frame: np.ndarray) -> None:
+        import av
+
+        frame = np.asarray(frame)
+        if frame.dtype != np.uint8 or frame.ndim != 3 or frame.shape[2] != 3:
+            raise ValueError(f"frames must be uint8 RGB (H, W, 3), got {frame.dtype} {frame.shape}")
+        if not self.lossless:
+            frame = _pad_even(frame)
+        if self._vstream is None:
+            rate = Fraction(self.fps).limit_denominator(1001)
+            self._vstream = _video_stream(self._out, frame.shape[1], frame.shape[0], rate, self.lossless, self.crf)
+            if self.audio is not None:
+                self._astream = _audio_stream(self._out, self.sample_rate, self.lossless)
+        elif (frame.shape[1], frame.shape[0]) != (self._vstream.width, self._vstream.height):
+            raise ValueError(f"frame {self.count} has size {frame.shape[1]}x{frame.shape[0]}, "
+                             f"expected {self._vstream.width}x{self._vstream.height}")
+        vf = av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")
+        vf.pts = self.count
+        self._out.mux(self._vstream.encode(vf))
+        self.count += 1
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        out, self._out = self._out, None
+        closed = False
+        try:
+            if exc_type is None:
+                if self._vstream is None:
+                    raise ValueError(f"{self.path}: no frames to write")
+                out.mux(self._vstream.encode(None))
+                if self.audio is not None:
+                    _encode_audio(out, self._astream, np.asarray(self.audio, dtype=np.float32).reshape(-1),
+                                  self.sample_rate)
+            closed = True
+            out.close()
+            if exc_type is None:
+                self._tmp.replace(self.path)
+                return
+        except BaseException:
+            if not closed:
+                with contextlib.suppress(Exception):
+                    out.close()
+            self._tmp.unlink(missing_ok=True)
+            raise
+        self._tmp.unlink(missing_ok=True)   # the producer failed: no partial file left behind
 
 
 def _pad_even(frame: np.ndarray) -> np.ndarray:

@@ -3,13 +3,14 @@
 `reference` returns the ground-truth frames, so its row is what published tables call "real videos"
 (sync metrics of real footage scored by the same pipeline). `frozen` repeats the target's first frame
 for the whole audio: any method worth using must beat it on sync.
+
+Both return lazy videos (`data_recipes.frames`): the reference decodes the target clip when it is
+read, the frozen baseline holds one frame, so neither grows with the clip's length or resolution.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-
-import numpy as np
 
 from bench.method import GenerateRequest, GenerateResult, Method, MethodSpec
 
@@ -32,7 +33,9 @@ class Reference(Method):
     def generate(self, request: GenerateRequest) -> GenerateResult:
         if request.kind != "self":
             raise ValueError("the reference has no real video for cross-driven audio")
-        return GenerateResult(frames=request.target.frames(0, request.num_frames))
+        from data_recipes.frames import ClipFrames
+
+        return GenerateResult(frames=ClipFrames(request.target, 0, request.num_frames))
 
 
 class Frozen(Method):
@@ -45,5 +48,7 @@ class Frozen(Method):
     )
 
     def generate(self, request: GenerateRequest) -> GenerateResult:
-        first = request.target.frames(0, 1)
-        return GenerateResult(frames=np.repeat(first, request.num_frames, axis=0))
+        from data_recipes.frames import RepeatFrames
+
+        first = request.target.frames(0, 1)[0]
+        return GenerateResult(frames=RepeatFrames(first, request.num_frames))

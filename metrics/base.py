@@ -73,14 +73,17 @@ class Sample:
     """One generated video to score.
 
     generated / ground_truth: uint8 RGB (T, H, W, 3), same T (the runner cuts both to the common
-    prefix); ground_truth is None for cross-driven requests. audio: driving audio, float32 mono
-    16 kHz, exactly T * 640 samples. timings: the method's per-stage seconds for this video.
+    prefix); ground_truth is None for cross-driven requests. The runner passes lazy videos
+    (`data_recipes.frames.Frames`: shape, len, slicing, iteration, `chunks`) so that no whole video
+    is in memory; a metric reads them frame by frame or in bounded blocks and never converts a whole
+    video to an array (issue 16). Arrays work too (tests, `bench score`). audio: driving audio,
+    float32 mono 16 kHz, exactly T * 640 samples. timings: the method's per-stage seconds for this video.
     """
 
     request_id: str
     kind: Literal["self", "cross"]
-    generated: np.ndarray
-    ground_truth: np.ndarray | None
+    generated: Any           # np.ndarray | data_recipes.frames.Frames, uint8 (T, H, W, 3)
+    ground_truth: Any        # the same, or None
     audio: np.ndarray
     target: "PreparedClip"
     sync_protocol: Literal["lrs", "tracked"] = "tracked"

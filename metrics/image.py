@@ -1,5 +1,9 @@
 """Full-reference image quality: PSNR and SSIM, as batched PyTorch on whole clips.
 
+The metric classes read the runner's videos (arrays or lazy `data_recipes.frames` videos) in
+blocks whose pixel count is bounded (`frames_per_batch`), so scoring memory does not grow with a
+clip's length or resolution.
+
 Inputs of every function here: two clips of the same shape (T, H, W, 3), RGB, as numpy arrays or
 torch tensors (uint8 frames as the runner hands them; float frames work too). `data_range` is the
 span of possible values (255 for uint8) and is always explicit: guessing it from the dtype or from
@@ -295,6 +299,35 @@ def per_frame_list(values: np.ndarray, limit: int) -> list[float]:
     return [float(x) for x in values]
 
 
+def frames_per_batch(shape: tuple[int, ...], batch_size: int, max_pixels: int) -> int:
+    """`batch_size`, lowered so that one batch holds at most `max_pixels` pixels (at least one
+    frame): a metric's working copies are a few float32 planes per pixel, so a batch size chosen
+    for 256x256 crops would take gigabytes at 1080x1920."""
+    h, w = int(shape[1]), int(shape[2])
+    return max(1, min(int(batch_size), int(max_pixels) // max(h * w, 1)))
+
+
+def per_frame_values(fn: Any, generated: Any, ground_truth: Any, batch: int, progress: "Progress | None",
+                     label: str) -> np.ndarray:
+    """fn(a, b) -> per-frame values of aligned blocks of `batch` frames of two videos (arrays or lazy
+    `data_recipes.frames` videos), concatenated: only one block of each is in memory at a time."""
+    from data_recipes.frames import chunk_pairs
+
+    parts = []
+    bar = progress.task(label, len(generated)) if progress is not None else contextlib.nullcontext()
+    with bar as handle:
+        for a, b in chunk_pairs(generated, ground_truth, batch):
+            parts.append(np.asarray(fn(a, b), dtype=np.float64))
+            if handle is not None:
+                handle.advance(len(a))
+    return np.concatenate(parts) if parts else np.zeros(0, np.float64)
+
+
+# Pixels per batch of the chunked metrics: about 4 frames of 1080x1920, 32 of 512x512.
+PSNR_PIXELS = 8_400_000
+SSIM_PIXELS = 2_100_000      # ~15 float32 planes per pixel in flight: ~0.3 GB at this size
+
+
 def check_sample(sample: Sample) -> Score | None:
     """None when the sample can be scored; otherwise the Score that says why not."""
     if sample.ground_truth is None:
@@ -342,8 +375,9 @@ class PSNRMetric(Metric):
         if (bad := check_sample(sample)) is not None:
             return {"PSNR": bad}
         cfg: PSNRConfig = self.config or PSNRConfig()
-        per_frame = psnr(sample.generated, sample.ground_truth, cfg.data_range,
-                         batch_size=cfg.batch_size, progress=self.context.progress)
+        batch = frames_per_batch(sample.generated.shape, cfg.batch_size, PSNR_PIXELS)
+        per_frame = per_frame_values(lambda a, b: psnr(a, b, cfg.data_range, batch_size=batch),
+                                     sample.generated, sample.ground_truth, batch, self.context.progress, "PSNR")
         identical = np.isposinf(per_frame)
         extra: dict[str, Any] = {"per_frame": per_frame_list(per_frame, cfg.per_frame_limit),
                                  "identical_frames": int(identical.sum())}
@@ -375,7 +409,9 @@ class SSIMMetric(Metric):
             return {"SSIM": Score.missing("not_applicable", f"frames of {sample.generated.shape[1]}x"
                                           f"{sample.generated.shape[2]} are smaller than the "
                                           f"{window}x{window} SSIM window")}
-        per_frame = ssim(sample.generated, sample.ground_truth, cfg.data_range, cfg.variant,
-                         batch_size=cfg.batch_size, progress=self.context.progress)
+        batch = frames_per_batch(sample.generated.shape, cfg.batch_size, SSIM_PIXELS)
+        per_frame = per_frame_values(lambda a, b: ssim(a, b, cfg.data_range, cfg.variant, batch_size=batch),
+                                     sample.generated, sample.ground_truth, batch, self.context.progress,
+                                     f"SSIM ({cfg.variant})")
         return {"SSIM": Score.ok(clip_mean(per_frame), variant=cfg.variant,
                                  per_frame=per_frame_list(per_frame, cfg.per_frame_limit))}

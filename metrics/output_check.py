@@ -38,10 +38,12 @@ class OutputCheckConfig:
 def region_std(frames: np.ndarray, boxes: np.ndarray, inset: float = 0.15) -> np.ndarray:
     """Per frame: the standard deviation of grey levels inside `boxes[t]` (x1, y1, x2, y2 pixels),
     shrunk by `inset` of its size on every side (the face itself, not the background the box edges
-    touch); NaN where the box is missing or empty after clipping to the frame."""
+    touch); NaN where the box is missing or empty after clipping to the frame. `frames` is an array
+    or a lazy video (`data_recipes.frames`): read one frame at a time."""
     t, h, w = frames.shape[:3]
     out = np.full(t, np.nan)
-    for i in range(min(t, len(boxes))):
+    n = min(t, len(boxes))
+    for i, frame in enumerate(frames[:n]):
         b = np.asarray(boxes[i], dtype=np.float64)
         if not np.all(np.isfinite(b)):
             continue
@@ -51,7 +53,7 @@ def region_std(frames: np.ndarray, boxes: np.ndarray, inset: float = 0.15) -> np
         x2, y2 = min(int(math.ceil(b[2])), w), min(int(math.ceil(b[3])), h)
         if x2 - x1 < 2 or y2 - y1 < 2:
             continue
-        out[i] = float(frames[i, y1:y2, x1:x2].astype(np.float32).mean(axis=2).std())
+        out[i] = float(frame[y1:y2, x1:x2].astype(np.float32).mean(axis=2).std())
     return out
 
 

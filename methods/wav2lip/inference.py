@@ -27,7 +27,7 @@ from __future__ import annotations
 import contextlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, ContextManager, Literal
+from typing import TYPE_CHECKING, Callable, ContextManager, Iterable, Literal
 
 import numpy as np
 
@@ -238,6 +238,19 @@ def _null_timer(_stage: str) -> ContextManager:
     return contextlib.nullcontext()
 
 
+# Full-resolution frames a streaming lipsync holds while a batch fills (issue 16): about 40 frames of
+# 1080x1920, the official 128 of anything up to 720x540. Past it a batch runs early, smaller.
+PENDING_BYTES = 256 * 1024 * 1024
+
+
+@dataclass
+class StreamOutput:
+    frames_without_face: int
+    boxes: np.ndarray            # (N, 4) int x1, y1, x2, y2 used for each output frame
+    has_face: np.ndarray         # (N,) bool
+    count: int                   # frames handed to the sink (N)
+
+
 def lipsync(model: "torch.nn.Module", frames_rgb: np.ndarray, mel: np.ndarray,
             detector_boxes: np.ndarray | None = None, has_face: np.ndarray | None = None,
             options: InferenceOptions = InferenceOptions(), device: str = "cpu", fps: float = 25.0,
@@ -249,50 +262,106 @@ def lipsync(model: "torch.nn.Module", frames_rgb: np.ndarray, mel: np.ndarray,
     mel: (80, M) float32 Wav2Lip mel of the driving audio; detector_boxes: (T, 4) int boxes as the
     detector API returns them (ignored when options.box is set); has_face: (T,) bool, frames without a
     face pass through unchanged. `timer(stage)` is a StageTimer-like context factory ("features",
-    "model", "paste_back"). The model must be in eval mode.
+    "model", "paste_back"). The model must be in eval mode. The frames come out as one array; the
+    runner uses `lipsync_stream`, the same code with frames read and written as streams.
     """
+    from data_recipes.frames import cyclic
+
+    n_out = len(mel_chunks(mel, fps))
+    n_used = min(n_out, len(frames_rgb))
+    out = np.empty((n_out,) + frames_rgb.shape[1:], dtype=np.uint8)
+
+    def keep(i: int, frame: np.ndarray) -> None:
+        out[i] = frame
+
+    got = lipsync_stream(model, cyclic(frames_rgb[:n_used], n_out), n_used, frames_rgb.shape[1:3], mel, keep,
+                         detector_boxes, has_face, options, device, fps, timer, progress)
+    return InferenceOutput(out, got.frames_without_face, got.boxes, got.has_face)
+
+
+def lipsync_stream(model: "torch.nn.Module", source: "Iterable[np.ndarray]", num_used: int,
+                   frame_hw: tuple[int, int], mel: np.ndarray, sink: Callable[[int, np.ndarray], None],
+                   detector_boxes: np.ndarray | None = None, has_face: np.ndarray | None = None,
+                   options: InferenceOptions = InferenceOptions(), device: str = "cpu", fps: float = 25.0,
+                   timer: Callable[[str], ContextManager] | None = None,
+                   progress: "Progress | None" = None, pending_bytes: int = PENDING_BYTES) -> StreamOutput:
+    """`lipsync` on a stream: `source` yields the target frame of each output frame in order (frame
+    i % num_used for output i: `data_recipes.frames.cyclic`), `sink(i, frame)` receives output frame
+    i, in order. Held at any time: the frames of the batch being filled (at most
+    `options.batch_size` with a face, and at most `pending_bytes` of frames, faceless ones included:
+    a batch then runs early), so memory does not grow with the clip's length. Batches are the
+    official ones (consecutive frames with a face) unless that cap cuts one short; in eval mode the
+    network's per-frame output does not depend on the batch, up to float rounding. Decoding and
+    the sink's writing are not timed (file IO)."""
     timer = timer or _null_timer
     with timer("features"):
         chunks = mel_chunks(mel, fps)
         n_out = len(chunks)
-        n_used = min(n_out, len(frames_rgb))
-        hw = frames_rgb.shape[1:3]
+        n_used = min(n_out, int(num_used))
         if options.box is not None:
             boxes = fixed_boxes(options.box, n_used)
             present = np.ones(n_used, bool)
         else:
             if detector_boxes is None:
                 raise ValueError("lipsync needs detector_boxes or a fixed options.box")
-            boxes = frame_boxes(detector_boxes, n_used, hw, options.pads, options.smooth)
+            boxes = frame_boxes(detector_boxes, n_used, tuple(frame_hw), options.pads, options.smooth)
             present = np.ones(n_used, bool) if has_face is None else np.asarray(has_face, bool)[:n_used].copy()
         src = source_indices(n_out, n_used)
-        out = np.empty((n_out,) + frames_rgb.shape[1:], dtype=np.uint8)
-    order = [i for i in range(n_out) if present[src[i]]]
+    frame_bytes = int(np.prod(frame_hw)) * 3
+    max_pending = max(1, int(pending_bytes) // max(frame_bytes, 1))
+    pending: list[tuple[int, np.ndarray]] = []   # (output index, target frame) not yet handed out
+    faces = 0                                     # of them with a face
+    missing = 0
     task = progress.task("wav2lip: generate", total=n_out) if progress is not None else None
-    try:
-        for b in range(0, len(order), options.batch_size):
-            idx = order[b:b + options.batch_size]
+
+    def flush() -> None:
+        nonlocal faces, missing
+        idx = [i for i, _ in pending if present[src[i]]]
+        frames = {i: f for i, f in pending}
+        pred = None
+        if idx:
             with timer("features"):
-                crops = crop_faces(frames_rgb[src[idx]], boxes[src[idx]])
-                faces = face_batch(crops)
+                crops = crop_faces(np.stack([frames[i] for i in idx]), boxes[src[idx]])
+                batch = face_batch(crops)
                 mels = chunks[idx]
             with timer("model"):
-                pred = predict(model, faces, mels, device, options.precision)
-            with timer("paste_back"):
-                for j, i in enumerate(idx):
-                    out[i] = paste(frames_rgb[src[i]], pred[j], boxes[src[i]], options)
-            if task is not None:
-                task.advance(len(idx))
-        missing = [i for i in range(n_out) if not present[src[i]]]
-        with timer("paste_back"):
-            for i in missing:
-                out[i] = frames_rgb[src[i]]
-        if task is not None and missing:
-            task.advance(len(missing))
+                pred = predict(model, batch, mels, device, options.precision)
+        row = {i: j for j, i in enumerate(idx)}
+        for i, frame in pending:
+            if i in row:
+                with timer("paste_back"):
+                    frame = paste(frame, pred[row[i]], boxes[src[i]], options)
+            else:
+                missing += 1
+            sink(i, frame)
+        if task is not None:
+            task.advance(len(pending))
+        pending.clear()
+        faces = 0
+
+    try:
+        count = 0
+        for i, frame in zip(range(n_out), source):
+            count += 1
+            if not present[src[i]] and not pending:
+                missing += 1
+                sink(i, frame)          # no batch waiting: a faceless frame passes straight through
+                if task is not None:
+                    task.advance(1)
+                continue
+            pending.append((i, frame))
+            if present[src[i]]:
+                faces += 1
+            if faces == options.batch_size or len(pending) >= max_pending:
+                flush()
+        if pending:
+            flush()
+        if count != n_out:
+            raise ValueError(f"the frame source gave {count} frames for {n_out} output frames")
     finally:
         if task is not None:
             task.__exit__(None, None, None)
-    return InferenceOutput(out, len(missing), boxes[src], present[src])
+    return StreamOutput(missing, boxes[src], present[src], count)
 
 
 # ------------------------------------------------------------------------------ from files (bench generate)

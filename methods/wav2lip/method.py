@@ -377,8 +377,13 @@ class Wav2LipMethod(Method):
                                 round_prediction=c.round_prediction)  # type: ignore[arg-type]
 
     def generate(self, request: GenerateRequest) -> GenerateResult:
+        import shutil
+        import tempfile
+
         from data_recipes.audio.mel import inference_windows
-        from methods.wav2lip.inference import lipsync
+        from data_recipes.frames import ClipFrames, FileFrames, cyclic
+        from data_recipes.media import VideoWriter
+        from methods.wav2lip.inference import lipsync_stream
         from metrics.fps import StageTimer
 
         if self._model is None:
@@ -393,7 +398,6 @@ class Wav2LipMethod(Method):
         n_out = len(inference_windows(mel))
         target = request.target
         n_used = min(n_out, target.num_frames)
-        frames = target.frames(0, n_used)                      # decoding is file IO: not timed
         det = has_face = None
         if options.box is None:
             crops = target.stage("wav2lip_crops")
@@ -404,10 +408,24 @@ class Wav2LipMethod(Method):
                 raise InputUnusable(f"wav2lip: no face in any of the {n_used} frames of target clip {target.id!r}: "
                                     "nothing to lip-sync (give a fixed box with --set wav2lip.box=y1,y2,x1,x2)")
         timer = StageTimer(self.context.device)
-        out = lipsync(self._model, frames, mel, det, has_face, options, self.context.device,
-                      timer=timer, progress=self.context.progress)
+        # Streamed (issue 16): target frames are decoded as the output needs them (looped under longer
+        # audio) and every output frame goes straight into a lossless file, so memory holds one batch
+        # of frames whatever the clip's length and resolution. Decoding and writing are file IO: not
+        # timed. The runner copies the file into its generated-video cache and removes the folder.
+        folder = Path(tempfile.mkdtemp(prefix="talkbench-wav2lip-"))
+        h, w = target.size
+        try:
+            path = folder / "frames.mkv"
+            with VideoWriter(path, fps=25, lossless=True) as writer:
+                out = lipsync_stream(self._model, cyclic(ClipFrames(target, 0, n_used), n_out), n_used, (h, w), mel,
+                                     lambda _i, frame: writer.write(frame), det, has_face, options,
+                                     self.context.device, timer=timer, progress=self.context.progress)
+        except BaseException:
+            shutil.rmtree(folder, ignore_errors=True)
+            raise
         info: dict[str, Any] = {"faithful": options.faithful, "num_mel_windows": n_out,
                                 "looped": n_out > target.num_frames, "precision": options.precision,
                                 "boxes": out.boxes.tolist()}  # x1, y1, x2, y2 pasted per output frame
-        return GenerateResult(frames=out.frames, timings=dict(timer.seconds),
+        frames = FileFrames(path, out.count, h, w, lossless=True, owned=folder)
+        return GenerateResult(frames=frames, timings=dict(timer.seconds),
                               frames_without_face=out.frames_without_face, info=info)

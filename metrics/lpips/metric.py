@@ -88,7 +88,7 @@ class _LPIPSMetric(Metric):
 
     def score(self, sample: Sample) -> dict[str, Score]:
         from bench.weights import WeightsMismatch, WeightsMissing
-        from metrics.image import check_sample, per_frame_list, clip_mean
+        from metrics.image import check_sample, clip_mean, frames_per_batch, per_frame_list, per_frame_values
         from metrics.lpips.backbones import BackboneLayoutError
         from metrics.lpips.model import lpips_distance
 
@@ -99,9 +99,13 @@ class _LPIPSMetric(Metric):
             model = self._load()
         except (WeightsMissing, WeightsMismatch, BackboneLayoutError) as e:
             return {self.value_name: Score.missing("unavailable", str(e))}
-        per_frame = lpips_distance(sample.generated, sample.ground_truth, model, cfg.data_range,
-                                   batch_size=cfg.batch_size or _DEFAULT_BATCH[self.net],
-                                   progress=self.context.progress, precision=self.precision)
+        # at most 512x512 pixels per batch of the configured size (VGG: ~0.6 GB of activations per
+        # 512x512 pair), read in blocks from lazy videos (never the whole clip)
+        batch = frames_per_batch(sample.generated.shape, cfg.batch_size or _DEFAULT_BATCH[self.net],
+                                 (cfg.batch_size or _DEFAULT_BATCH[self.net]) * 512 * 512)
+        per_frame = per_frame_values(
+            lambda a, b: lpips_distance(a, b, model, cfg.data_range, batch_size=batch, precision=self.precision),
+            sample.generated, sample.ground_truth, batch, self.context.progress, f"LPIPS ({self.net})")
         return {self.value_name: Score.ok(clip_mean(per_frame), version="0.1", backbone=self.net,
                                           precision=self.precision.name,
                                           per_frame=per_frame_list(per_frame, cfg.per_frame_limit))}

@@ -93,15 +93,19 @@ def _even(frame: np.ndarray) -> np.ndarray:
 def write_delivered(path: Path, frames_rgb: np.ndarray, pcm: "np.ndarray | Path", fps: float = lse.FPS) -> Path:
     """Encode (T, H, W, 3) uint8 RGB frames and the audio as the delivered mp4.
 
-    pcm: int16 16 kHz mono samples, or an audio file muxed as it is (as Wav2Lip's final ffmpeg call
-    muxes its wav). Written to a temporary name and renamed into place; returns `path`.
+    frames_rgb: an array or a lazy video (`data_recipes.frames.Frames`), piped to ffmpeg frame by
+    frame (never held whole). pcm: int16 16 kHz mono samples, or an audio file muxed as it is (as
+    Wav2Lip's final ffmpeg call muxes its wav). Written to a temporary name and renamed into place;
+    returns `path`.
     """
+    from data_recipes.frames import is_video
+
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    frames = np.asarray(frames_rgb)
-    if frames.ndim != 4 or frames.dtype != np.uint8 or frames.shape[-1] != 3 or len(frames) == 0:
+    frames = frames_rgb if is_video(frames_rgb) else np.asarray(frames_rgb)
+    if not is_video(frames) or len(frames) == 0:
         raise ValueError(f"frames must be uint8 RGB (T, H, W, 3) with T > 0, got {frames.dtype} {frames.shape}")
-    h, w = _even(frames[0]).shape[:2]
+    h, w = frames.shape[1] + frames.shape[1] % 2, frames.shape[2] + frames.shape[2] % 2
     tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
     with tempfile.TemporaryDirectory(prefix="talkbench-deliver-") as d:
         wav = Path(pcm) if isinstance(pcm, (str, Path)) else _write_wav(Path(d) / "audio.wav", pcm)

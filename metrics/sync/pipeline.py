@@ -108,9 +108,10 @@ def default_detect_file(video: Path, progress: "Progress | None" = None, config:
     """Face track of the file's frames as decoded from the file (so a delivered mp4 is tracked on
     what it holds, not on the lossless frames it was made from), with the faces-stage `config`."""
     from data_recipes.faces import detect
-    from data_recipes.media import read_video_frames
+    from data_recipes.media import iter_video_frames
 
-    return detect(read_video_frames(Path(video)), config, progress)
+    # decoded as a stream: memory does not grow with the file's length or resolution
+    return detect(iter_video_frames(Path(video)), config, progress)
 
 
 def score_file(model: "SyncNetModel", video: Path, protocol: Protocol, options: FeedOptions = FeedOptions(),

@@ -131,4 +131,4 @@ def test_generate_end_to_end(benchmark, prepared_demo, tmp_path, precision):
     benchmark.extra_info["video_frames_per_second"] = n / benchmark.stats.stats.median
     benchmark.extra_info["timed_stage_fps"] = n / sum(result.timings.values())
     benchmark.extra_info["timings"] = {k: round(v, 3) for k, v in result.timings.items()}
-    assert n == 97 and np.isfinite(result.frames.mean())
+    assert n == 97 and np.isfinite(np.asarray(result.frames).mean())

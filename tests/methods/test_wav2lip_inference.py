@@ -99,3 +99,61 @@ def test_frames_without_a_face_pass_through_and_are_counted():
             np.testing.assert_array_equal(out.frames[i], frames[src[i]])
         else:
             assert (out.frames[i][20:110, 20:100] == 127).all()       # 0.5 * 255 truncated
+
+
+class _PerFrame(torch.nn.Module):
+    """Output = the unmasked input crop (per frame, independent of the batch); records batch sizes."""
+
+    def __init__(self):
+        super().__init__()
+        self.batches: list[int] = []
+
+    def forward(self, mel, faces):
+        self.batches.append(int(faces.shape[0]))
+        return faces[:, 3:].clone()
+
+
+@pytest.mark.parametrize("pending_frames", [1000, 3])
+def test_streamed_lipsync_equals_the_array_one_and_holds_a_bounded_window(pending_frames):
+    """lipsync_stream reads the target frames as a stream and hands out each output frame in order; it
+    holds at most the batch being filled (official batches while they fit the cap, early ones after)."""
+    from methods.wav2lip.inference import lipsync_stream
+
+    rng = np.random.default_rng(4)
+    frames = rng.integers(0, 256, (9, 120, 120, 3), dtype=np.uint8)
+    det = np.tile([[20, 20, 100, 100]], (9, 1))
+    has_face = np.ones(9, bool)
+    has_face[[1, 5, 6]] = False
+    mel = rng.uniform(-4, 4, (80, 1 + 24 * 640 // 200)).astype(np.float32)   # 21 windows: the video loops
+    options = InferenceOptions(batch_size=4)
+    reference = lipsync(_PerFrame(), frames, mel, det, has_face, options)
+    n = len(reference.frames)
+    held, max_held, out = 0, 0, []
+
+    def source():
+        nonlocal held, max_held
+        for i in range(n):
+            held += 1
+            max_held = max(max_held, held)
+            yield frames[i % 9]
+
+    def sink(i, frame):
+        nonlocal held
+        held -= 1
+        out.append((i, frame.copy()))
+
+    model = _PerFrame()
+    got = lipsync_stream(model, source(), 9, (120, 120), mel, sink, det, has_face, options,
+                         pending_bytes=pending_frames * 120 * 120 * 3)
+    assert [i for i, _ in out] == list(range(n)) and got.count == n
+    np.testing.assert_array_equal(np.stack([f for _, f in out]), reference.frames)
+    assert got.frames_without_face == reference.frames_without_face
+    np.testing.assert_array_equal(got.boxes, reference.boxes)
+    faces = int(has_face[np.arange(n) % 9].sum())
+    assert sum(model.batches) == faces
+    if pending_frames >= 1000:
+        # the official batches: consecutive frames with a face, 4 at a time
+        assert model.batches == [4] * (faces // 4) + ([faces % 4] if faces % 4 else [])
+        assert max_held <= 4 + 3          # a batch of faces plus the faceless frames between them
+    else:
+        assert max_held <= pending_frames

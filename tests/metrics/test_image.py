@@ -291,3 +291,26 @@ def test_registry_names_resolve():
         module, _, cls = BUILTIN_METRICS[family].partition(":")
         metric = getattr(importlib.import_module(module), cls)
         assert metric.spec.name == family
+
+
+def test_metrics_read_lazy_videos_in_bounded_blocks_with_the_same_numbers(pairs, tmp_path):
+    """The runner hands metrics lazy videos (issue 16): the per-frame values equal the array path's,
+    and a 2-megapixel frame is scored one frame per block, not in batches of 8 or 32."""
+    from data_recipes.frames import FileFrames
+    from data_recipes.media import write_video
+    from metrics.image import PSNR_PIXELS, SSIM_PIXELS, frames_per_batch
+
+    ctx = _context(tmp_path)
+    _, a, b = pairs[1]
+    t, h, w = a.shape[:3]
+    lazy_a = FileFrames(write_video(tmp_path / "a.mkv", a, lossless=True), t, h, w)
+    lazy_b = FileFrames(write_video(tmp_path / "b.mkv", b, lossless=True), t, h, w)
+    for metric, value in ((PSNRMetric(PSNRConfig(), ctx), "PSNR"), (SSIMMetric(SSIMConfig(), ctx), "SSIM")):
+        eager = metric.score(_sample(b, a))[value]
+        lazy = metric.score(_sample(lazy_b, lazy_a))[value]
+        assert lazy.status == "ok" and lazy.value == eager.value
+        assert lazy.extra["per_frame"] == eager.extra["per_frame"]
+    portrait = (125, 1920, 1080, 3)
+    assert frames_per_batch(portrait, SSIMConfig().batch_size, SSIM_PIXELS) == 1
+    assert frames_per_batch(portrait, PSNRConfig().batch_size, PSNR_PIXELS) == 4
+    assert frames_per_batch((10, 512, 512, 3), SSIMConfig().batch_size, SSIM_PIXELS) == SSIMConfig().batch_size
