@@ -33,6 +33,14 @@ split as `bench run --shard i/N` (bench.shard) and sends them to a Ray cluster:
   already written are kept, fits continue from their checkpoints), so a killed worker loses at most
   the request and the training steps since the last checkpoint in flight. An exception inside the
   run (a bad configuration) is not retried; it is raised here as a local run raises it.
+- Equal results: the split, the seeds and the cache keys are those of a local run, so rows equal a
+  local run's wherever the computation does not depend on the thread count (the baselines, every
+  metric, tests/bench/test_ray_executor.py). Ray runs a task with OMP_NUM_THREADS = its CPUs, and a
+  model trained (Wav2Lip's quick fit in bf16) with 1 thread instead of a local run's 2 sums in another
+  order: its weights, and so its videos and scores, differ in the last bits (measured in
+  docs/BENCHMARKS.md, "Ray executor"). `--ray-cpus` equal to the local run's thread count gives the
+  same bits. The merged manifest's `executor.shards[].torch_threads` says what each task used. Speed
+  (fps) is measured while the node's other tasks run; its load is recorded with every video.
 - When every task is done the driver merges the shard folders `<runs>/<run-id>.shard-<i>-of-<N>`
   into `<runs>/<run-id>` (bench.shard.merge: exactly the unsharded run's results) and builds the
   report there as a local run does; the merged manifest's `executor` entry says how it ran.
@@ -226,7 +234,7 @@ def run_shard_task(config: RunConfig, env: Mapping[str, str], cwd: str, sys_path
 
         t0 = time.monotonic()
         outcome = run(config, command=command, progress=Progress(progress_mode))
-        return {"shard": config.shard, "run_dir": str(outcome.run_dir), "done": outcome.done,
+        return {"shard": config.shard, "torch_threads": _torch_threads(), "run_dir": str(outcome.run_dir), "done": outcome.done,
                 "skipped": outcome.skipped, "rows": 0 if outcome.results is None else len(outcome.results),
                 "seconds": round(time.monotonic() - t0, 3), "host": socket.gethostname(), "pid": os.getpid(),
                 "status": outcome.manifest.get("status")}
@@ -237,6 +245,16 @@ def run_shard_task(config: RunConfig, env: Mapping[str, str], cwd: str, sys_path
                 os.environ.pop(k, None)
             else:
                 os.environ[k] = v
+
+
+def _torch_threads() -> int | None:
+    """torch's intra-op threads in this worker: Ray gives a task OMP_NUM_THREADS = its CPUs, and a model
+    trained with another thread count than a local run's may differ in the last bits (module docstring)."""
+    try:
+        import torch
+    except ImportError:
+        return None
+    return int(torch.get_num_threads())
 
 
 @dataclass(frozen=True)
@@ -313,7 +331,8 @@ class RayExecutor:
         try:
             with progress, progress.task(f"ray: {n} shard tasks", n) as bar:
                 while pending:
-                    ready, _ = ray.wait(list(pending), num_returns=1)
+                    # a short timeout keeps Ctrl-C responsive (it is handled between Python calls)
+                    ready, _ = ray.wait(list(pending), num_returns=1, timeout=1.0)
                     for ref in ready:
                         i = pending.pop(ref)
                         try:
@@ -330,6 +349,8 @@ class RayExecutor:
             for ref in pending:
                 with contextlib.suppress(Exception):
                     ray.cancel(ref)
+            with contextlib.suppress(BaseException):   # a moment to checkpoint before a local cluster stops
+                ray.wait(list(pending), num_returns=len(pending), timeout=30.0)
             raise
         tasks_s = time.monotonic() - t_tasks
         if errors:
@@ -350,7 +371,8 @@ class RayExecutor:
             "gpus_per_task": gpus, "max_retries": opts.max_retries,
             "cluster": {"CPU": resources.get("CPU", 0), "GPU": resources.get("GPU", 0)},
             "shards": [{"shard": s["shard"], "host": s["host"], "seconds": s["seconds"], "done": s["done"],
-                        "skipped": s["skipped"]} for _, s in sorted(summaries.items())],
+                        "skipped": s["skipped"], "torch_threads": s["torch_threads"]}
+                       for _, s in sorted(summaries.items())],
             "seconds": {"connect": round(connect_s, 3), "tasks": round(tasks_s, 3), "merge": round(merge_s, 3)},
         }
         report = None
