@@ -109,7 +109,7 @@ def test_portrait_1080x1920_clip_peak_memory_does_not_hold_whole_videos(shared_d
 def test_five_minute_looped_clip_peak_memory_does_not_grow_with_length(shared_data, tmp_path):
     source = shared_data / "clips" / "anchor_71s.mp4"
     long = looped_clip(source, tmp_path / "long.mp4", 300.0)
-    long_test, short_test = 40.0, 4.0
+    long_test, short_test = 24.0, 4.0
     metrics = "psnr"
     code_s, peak_s, out_s = run_peak(run_args(source, tmp_path / "runs-short", "reference,frozen", metrics,
                                               short_test), tmp_path / "cache")
@@ -122,13 +122,14 @@ def test_five_minute_looped_clip_peak_memory_does_not_grow_with_length(shared_da
     assert (rows["status"] == "ok").all(), rows[rows["status"] != "ok"][["method", "metric", "reason"]]
     psnr = rows[rows["metric"] == "PSNR"].set_index("method")
     assert psnr.loc["reference", "value"] == float("inf") and 5 < psnr.loc["frozen", "value"] < 60
-    assert (psnr["n_frames"] == int(round(long_test * 25))).all()   # every frame of the 40 s segment
+    assert (psnr["n_frames"] == int(round(long_test * 25))).all()   # every frame of the long segment
 
     frames = int(round(long_test * 25))
-    whole = frames * 512 * 512 * 3            # one whole 40 s test video: 786 MB
+    whole = frames * 512 * 512 * 3            # one whole 24 s test video: 472 MB
     growth = peak_l - peak_s
-    print(f"peak RSS: {peak_s / MB:.0f} MiB on 71 s (4 s test), {peak_l / MB:.0f} MiB on 5 min (40 s test) "
+    print(f"peak RSS: {peak_s / MB:.0f} MiB on 71 s (4 s test), {peak_l / MB:.0f} MiB on 5 min ({long_test:g} s test) "
           f"(growth {growth / MB:.0f} MiB; one whole video {whole / MB:.0f} MiB)")
     # what may grow with length: the clip's audio (5 min of float32 16 kHz: 19 MB, a few copies while
-    # it is normalised) and per-frame numbers; the frames themselves must not
-    assert growth < whole / 4, f"peak grew by {growth / MB:.0f} MiB for 10x the frames"
+    # it is normalised) and per-frame numbers; the frames themselves must not (measured with a 40 s
+    # segment: peak 804 MiB, 15 MiB above the 71 s clip's; the code before issue 16: 2363 MiB)
+    assert growth < whole / 4, f"peak grew by {growth / MB:.0f} MiB for {frames} frames"
