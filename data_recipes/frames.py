@@ -160,14 +160,18 @@ class ClipFrames(Frames):
 class FileFrames(Frames):
     """Every frame of a video file (its first video stream, presentation order), decoded on demand.
 
-    `owned`: a temporary folder holding the file, removed by `close()` (a method's output written
-    outside the cache). `lossless`: the file is the bit-exact lossless format of
-    `data_recipes.media.write_video(..., lossless=True)`, so it can be copied instead of re-encoded."""
+    `owned`: a temporary folder holding the file, removed by `close()` or, at the latest, when the
+    object is garbage collected (a method's output written outside the cache). `lossless`: the file
+    is the bit-exact lossless format of `data_recipes.media.write_video(..., lossless=True)`, so it
+    can be copied instead of re-encoded."""
 
     def __init__(self, path: Path, length: int, height: int, width: int, lossless: bool = False,
                  owned: Path | None = None):
+        import weakref
+
         super().__init__(length, height, width)
         self.path, self.lossless, self.owned = Path(path), bool(lossless), owned
+        self._cleanup = weakref.finalize(self, shutil.rmtree, owned, True) if owned is not None else None
 
     def _frames(self, start: int, stop: int) -> Iterator[np.ndarray]:
         from data_recipes.media import iter_video_frames
@@ -179,8 +183,8 @@ class FileFrames(Frames):
                 yield frame
 
     def close(self) -> None:
-        if self.owned is not None:
-            shutil.rmtree(self.owned, ignore_errors=True)
+        if self._cleanup is not None:
+            self._cleanup()   # removes the owned folder once (ignore_errors)
 
     def __repr__(self) -> str:
         return f"FileFrames({str(self.path)!r}, {len(self)} x {self._height} x {self._width})"

@@ -111,3 +111,15 @@ def test_owned_file_frames_close_removes_the_folder(tmp_path):
     assert len(list(v)) == 2
     v.close()
     assert not folder.exists()
+
+
+def test_owned_folder_goes_with_the_object(tmp_path):
+    import gc
+
+    folder = tmp_path / "gone"
+    folder.mkdir()
+    path = write_video(folder / "v.mkv", _noise(2), lossless=True)
+    v = FileFrames(path, 2, 24, 40, lossless=True, owned=folder)
+    del v
+    gc.collect()
+    assert not folder.exists()
