@@ -24,8 +24,6 @@ torch's process group; nothing happens at import time.
 from __future__ import annotations
 
 import os
-import signal
-import threading
 import time
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping, Sequence
@@ -309,39 +307,13 @@ class Followed:
     seconds: float
 
 
-class _HeldSignals:
-    """On a follower, SIGINT / SIGTERM are left to the leader (which gets them too from torchrun or the
-    terminal, finishes the step with everyone, checkpoints and says stop); a second one raises."""
-
-    def __init__(self) -> None:
-        self.received: int | None = None
-        self._previous: dict[int, Any] = {}
-
-    def _handle(self, signum: int, frame: Any) -> None:
-        if self.received is not None:
-            raise KeyboardInterrupt(f"signal {signum} again on a follower: stopping at once")
-        self.received = signum
-
-    def __enter__(self) -> "_HeldSignals":
-        if threading.current_thread() is threading.main_thread():
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                self._previous[sig] = signal.getsignal(sig)
-                signal.signal(sig, self._handle)
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        for sig, handler in self._previous.items():
-            signal.signal(sig, handler if handler is not None else signal.SIG_DFL)
-        self._previous.clear()
-
-
 def follow(task: Any, info: DistInfo, folder: Any, autocast: "Autocast") -> Followed:
     """A follower: load the leader's checkpoint from `folder` (the one its trainer resumes from), then
     repeat the leader's calls on `task` until it says stop. Raises KeyboardInterrupt when the leader
     was interrupted (it checkpointed; nothing is left to do here)."""
     from pathlib import Path
 
-    from bench.trainer import FORMAT, read_checkpoint
+    from bench.trainer import FORMAT, StopSignals, read_checkpoint
 
     t0 = time.monotonic()
     ckpt = read_checkpoint(Path(folder))
@@ -350,7 +322,9 @@ def follow(task: Any, info: DistInfo, folder: Any, autocast: "Autocast") -> Foll
         task.load_state(ckpt["task"])
         start = int(ckpt["step"])
     del ckpt
-    with _HeldSignals():
+    # SIGINT / SIGTERM are left to the leader (torchrun or the terminal signals it too): it finishes
+    # the step with everyone, checkpoints and says stop; a second signal on a follower raises
+    with StopSignals("signal {signum} again on a follower: stopping at once"):
         while True:
             op, n, extra = _broadcast_command(info, STOP, 0)
             if op == STOP:

@@ -210,23 +210,25 @@ def _write_json(path: Path, data: Any) -> None:
 # ------------------------------------------------------------------------------ signals
 
 
-class _StopSignals:
+class StopSignals:
     """SIGINT / SIGTERM ask the loop to stop after the current step (then it checkpoints); a second
-    signal raises KeyboardInterrupt at once. Installed only in the main thread (Python allows no
-    other) and restored on exit, so nothing outlives the call."""
+    signal raises KeyboardInterrupt at once (with `again`, formatted with the signal number).
+    Installed only in the main thread (Python allows no other) and restored on exit, so nothing
+    outlives the call. bench.distributed's followers use it to leave the decision to the leader."""
 
     SIGNALS = tuple(s for s in (getattr(signal, "SIGINT", None), getattr(signal, "SIGTERM", None)) if s is not None)
 
-    def __init__(self) -> None:
+    def __init__(self, again: str = "signal {signum} again: stopping without a checkpoint") -> None:
         self.received: int | None = None
+        self.again = again
         self._previous: dict[int, Any] = {}
 
     def _handle(self, signum: int, frame: Any) -> None:
         if self.received is not None:
-            raise KeyboardInterrupt(f"signal {signum} again: stopping without a checkpoint")
+            raise KeyboardInterrupt(self.again.format(signum=signum))
         self.received = signum
 
-    def __enter__(self) -> "_StopSignals":
+    def __enter__(self) -> "StopSignals":
         if threading.current_thread() is threading.main_thread():
             for sig in self.SIGNALS:
                 self._previous[sig] = signal.getsignal(sig)
@@ -365,7 +367,7 @@ def train(task: Task, folder: Path, settings: TrainSettings, *, device: str = "c
             previews.append(_write_preview(folder, step, image))
 
     stopped = "steps"
-    signals = _StopSignals()
+    signals = StopSignals()
     bar = progress.task(settings.label, total=settings.steps) if progress is not None else None
     try:
         with signals:
