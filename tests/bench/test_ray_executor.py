@@ -23,10 +23,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from bench.config import RunConfig
 from bench.progress import Progress
 from bench.results import load_run
-from tests.bench.tiny_methods import Tinted, register
+from tests.bench.tiny_methods import Tinted, comparable, demo_config, register
 
 needs_ray = pytest.mark.skipif(importlib.util.find_spec("ray") is None,
                                reason="ray is not installed (pip install 'talkbench[ray]')")
@@ -105,19 +104,6 @@ def ray_cluster():
         shutil.rmtree(temp, ignore_errors=True)
 
 
-def _config(runs: Path, **kw) -> RunConfig:
-    base = dict(dataset="demo", methods=("reference", "frozen", "tinted"), metrics=("psnr", "ssim", "fps"),
-                budget="steps=2", runs_dir=runs, report=False, preview_videos=False)
-    base.update(kw)
-    return RunConfig(**base)
-
-
-def _sorted(df: pd.DataFrame) -> pd.DataFrame:
-    # as tests/bench/test_shard.py: extra (timings, load) and commit are provenance; fps equal in status only
-    df = df.copy()
-    df.loc[df["metric"] == "fps", "value"] = float("nan")
-    return (df.drop(columns=["extra", "commit"]).sort_values(["method", "request_id", "metric"])
-            .reset_index(drop=True))
 
 
 @pytest.fixture(scope="module")
@@ -130,7 +116,7 @@ def local_run(tmp_path_factory):
         register(mp)
         mp.setenv("TALKBENCH_WEIGHTS", str(root / "weights"))
         mp.setenv("TALKBENCH_CACHE", str(root / "cache"))
-        outcome = run(_config(root / "runs"), progress=Progress.off())
+        outcome = run(demo_config(root / "runs"), progress=Progress.off())
     return outcome, root
 
 
@@ -152,7 +138,7 @@ def _ray_run(tmp_path, monkeypatch, address, local_root, **options):
     monkeypatch.setenv("TALKBENCH_CACHE", str(tmp_path / "cache"))   # forwarded to the workers
     _fresh_cache(local_root, tmp_path / "cache")
     executor = RayExecutor(RayOptions(address=address, tasks=2, setup=SETUP, **options))
-    return executor.run(_config(tmp_path / "runs"), command=["bench", "run", "--executor", "ray"],
+    return executor.run(demo_config(tmp_path / "runs"), command=["bench", "run", "--executor", "ray"],
                         progress=Progress.off())
 
 
@@ -162,7 +148,7 @@ def test_ray_executor_gives_the_local_results(tmp_path, monkeypatch, ray_cluster
     log = tmp_path / "tinted.log"
     out = _ray_run(tmp_path, monkeypatch, ray_cluster, root, env={"TINTED_LOG": str(log)})
     assert out.run_dir == tmp_path / "runs" / local.run_dir.name   # the run id of the local run
-    a, b = _sorted(load_run(local.run_dir)), _sorted(load_run(out.run_dir))
+    a, b = comparable(load_run(local.run_dir)), comparable(load_run(out.run_dir))
     assert len(a) == len(b) > 0
     pd.testing.assert_frame_equal(a, b)
 
@@ -196,7 +182,7 @@ def test_a_killed_worker_is_retried_and_loses_nothing(tmp_path, monkeypatch, ray
     m = json.loads((out.run_dir / "manifest.json").read_text())
     killed = [h for h in m["history"] if "finished" not in h]
     assert len(killed) == 1 and m["invocations"] == 3, "the killed invocation, its retry and the other shard"
-    pd.testing.assert_frame_equal(_sorted(load_run(local.run_dir)), _sorted(load_run(out.run_dir)))
+    pd.testing.assert_frame_equal(comparable(load_run(local.run_dir)), comparable(load_run(out.run_dir)))
 
 
 def test_cli_without_ray_says_how_to_install(monkeypatch, capsys):

@@ -11,12 +11,11 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from bench.config import RunConfig
 from bench.progress import Progress
 from bench.results import load_run
 from bench.runner import RunError, run
 from bench.shard import Shard, ShardError, deal, merge, plan
-from tests.bench.tiny_methods import register
+from tests.bench.tiny_methods import comparable, demo_config, register
 
 
 def test_shard_parse():
@@ -50,27 +49,13 @@ def test_deal_puts_heavy_subjects_apart():
     assert got["a"] != got["b"] and sum(w for k, w in {"a": 10, "b": 9, "c": 2, "d": 1}.items() if got[k] == 0) in (11, 12)
 
 
-def _config(runs: Path, **kw) -> RunConfig:
-    base = dict(dataset="demo", methods=("reference", "frozen", "tinted"), metrics=("psnr", "ssim", "fps"),
-                budget="steps=2", runs_dir=runs, report=False, preview_videos=False)
-    base.update(kw)
-    return RunConfig(**base)
-
-
-def _sorted(df: pd.DataFrame) -> pd.DataFrame:
-    # extra holds timings and the load average; commit may move in a shared checkout: provenance only;
-    # fps is a measured time, equal only in status
-    df = df.copy()
-    df.loc[df["metric"] == "fps", "value"] = float("nan")
-    return (df.drop(columns=["extra", "commit"]).sort_values(["method", "request_id", "metric"])
-            .reset_index(drop=True))
 
 
 def test_shards_merge_to_the_unsharded_results(tmp_path, monkeypatch):
     register(monkeypatch)
     monkeypatch.setenv("TALKBENCH_WEIGHTS", str(tmp_path / "weights"))
     monkeypatch.setenv("TALKBENCH_CACHE", str(tmp_path / "cache-a"))
-    whole = run(_config(tmp_path / "runs-a"), progress=Progress.off())
+    whole = run(demo_config(tmp_path / "runs-a"), progress=Progress.off())
 
     # The shards get a cache of their own (recipe stages copied, so no clip is prepared twice, but no
     # fit and no generated video): their results are computed again, not read back.
@@ -78,7 +63,7 @@ def test_shards_merge_to_the_unsharded_results(tmp_path, monkeypatch):
     shutil.copytree(tmp_path / "cache-a" / "file-hashes", tmp_path / "cache-b" / "file-hashes")
     monkeypatch.setenv("TALKBENCH_CACHE", str(tmp_path / "cache-b"))
     runs = tmp_path / "runs-b"
-    shards = [run(_config(runs, shard=f"{i}/2"), progress=Progress.off()) for i in range(2)]
+    shards = [run(demo_config(runs, shard=f"{i}/2"), progress=Progress.off()) for i in range(2)]
     assert [s.run_dir.name for s in shards] == [f"{whole.run_dir.name}.shard-{i}-of-2" for i in range(2)]
     parts = [{(r.method, r.request_id) for r in load_run(s.run_dir).itertuples()} for s in shards]
     assert parts[0] and parts[1] and not parts[0] & parts[1], "each shard did a share of the work"
@@ -92,7 +77,7 @@ def test_shards_merge_to_the_unsharded_results(tmp_path, monkeypatch):
         merge([shards[0].run_dir])
     merged = merge([s.run_dir for s in shards])
     assert merged.out == runs / whole.run_dir.name
-    a, b = _sorted(load_run(whole.run_dir)), _sorted(load_run(merged.out))
+    a, b = comparable(load_run(whole.run_dir)), comparable(load_run(merged.out))
     assert len(a) == len(b) > 0
     pd.testing.assert_frame_equal(a, b)
 
@@ -108,18 +93,18 @@ def test_shards_merge_to_the_unsharded_results(tmp_path, monkeypatch):
         sorted(p.parent.parent.name for p in whole.run_dir.glob("samples/*/*/sample.json"))
     # merging again rebuilds the same result
     again = merge([s.run_dir for s in shards])
-    pd.testing.assert_frame_equal(_sorted(load_run(again.out)), b)
+    pd.testing.assert_frame_equal(comparable(load_run(again.out)), b)
 
 
 def test_a_shard_folder_refuses_another_split(tmp_path, monkeypatch):
     monkeypatch.setenv("TALKBENCH_CACHE", str(tmp_path / "cache"))
     runs = tmp_path / "runs"
     kw = dict(methods=("frozen",), metrics=("fps",), run_id="fixed", cross=False)
-    run(_config(runs, shard="0/2", **kw), progress=Progress.off())
+    run(demo_config(runs, shard="0/2", **kw), progress=Progress.off())
     # the folder name carries i and N, so only a renamed folder can collide
     (runs / "fixed.shard-0-of-2").rename(runs / "fixed.shard-0-of-3")
     with pytest.raises(RunError, match="holds shard 0/2"):
-        run(_config(runs, shard="0/3", **kw), progress=Progress.off())
+        run(demo_config(runs, shard="0/3", **kw), progress=Progress.off())
 
 
 def test_a_method_variant_is_carried_by_rows_manifest_samples_and_report(tmp_path, monkeypatch):
@@ -130,7 +115,7 @@ def test_a_method_variant_is_carried_by_rows_manifest_samples_and_report(tmp_pat
     register(monkeypatch)
     monkeypatch.setenv("TALKBENCH_WEIGHTS", str(tmp_path / "weights"))
     monkeypatch.setenv("TALKBENCH_CACHE", str(tmp_path / "cache"))
-    res = run(_config(tmp_path / "runs", overrides=(("tinted.rate", "0.25"),)), progress=Progress.off())
+    res = run(demo_config(tmp_path / "runs", overrides=(("tinted.rate", "0.25"),)), progress=Progress.off())
     df = load_run(res.run_dir)
     assert set(df[df.method == "tinted"].variant) == {"rate 0.25"}
     assert set(df[df.method != "tinted"].variant) == {""}

@@ -125,3 +125,22 @@ class Tinted(Method):
         loud = np.sqrt((audio.astype(np.float64) ** 2).mean(axis=1))[:, None, None, None]
         out = np.clip(np.round(0.8 * frames + 0.2 * tint + 40 * loud), 0, 255).astype(np.uint8)
         return GenerateResult(frames=out, timings={"model": time.perf_counter() - t0})
+
+
+def demo_config(runs: "Path", **kw) -> "RunConfig":
+    """The small run the shard and executor tests compare: baselines + tinted on the demo."""
+    from bench.config import RunConfig
+
+    base = dict(dataset="demo", methods=("reference", "frozen", "tinted"), metrics=("psnr", "ssim", "fps"),
+                budget="steps=2", runs_dir=runs, report=False, preview_videos=False)
+    base.update(kw)
+    return RunConfig(**base)
+
+
+def comparable(df):
+    """Rows sorted, provenance dropped: extra holds timings and the load average, commit may move in a
+    shared checkout; fps is a measured time, equal only in status."""
+    df = df.copy()
+    df.loc[df["metric"] == "fps", "value"] = float("nan")
+    return (df.drop(columns=["extra", "commit"]).sort_values(["method", "request_id", "metric"])
+            .reset_index(drop=True))
