@@ -290,6 +290,9 @@ class RayExecutor:
             with _keep_signal_handlers(), _env_defaults(ray_env):
                 ray.init(address=self.options.address, include_dashboard=False, log_to_driver=True,
                          logging_level="warning")
+        import builtins
+
+        printer = builtins.print
         try:
             connect_s = time.monotonic() - t_start
             return self._run(ray, config, command, progress, out, requests, connect_s, t_start)
@@ -297,6 +300,9 @@ class RayExecutor:
             if started_here:
                 with _keep_signal_handlers():
                     ray.shutdown()
+            # Ray's log listener may swap builtins.print for its tqdm-safe one (RAY_TQDM_PATCH_PRINT is
+            # read in that thread, after the defaults above are gone): the host process gets its own back
+            builtins.print = printer
 
     def _run(self, ray: Any, config: RunConfig, command: list[str], progress: Progress, out: Path,
              requests: int, connect_s: float, t_start: float) -> RunOutcome:

@@ -144,10 +144,14 @@ def _ray_run(tmp_path, monkeypatch, address, local_root, **options):
 
 @needs_ray
 def test_ray_executor_gives_the_local_results(tmp_path, monkeypatch, ray_cluster, local_run):
+    import builtins
+
     local, root = local_run
     log = tmp_path / "tinted.log"
+    printer = builtins.print
     out = _ray_run(tmp_path, monkeypatch, ray_cluster, root, env={"TINTED_LOG": str(log)})
     assert out.run_dir == tmp_path / "runs" / local.run_dir.name   # the run id of the local run
+    assert builtins.print is printer, "Ray replaced the driver's print (RAY_TQDM_PATCH_PRINT)"
     a, b = comparable(load_run(local.run_dir)), comparable(load_run(out.run_dir))
     assert len(a) == len(b) > 0
     pd.testing.assert_frame_equal(a, b)
