@@ -100,12 +100,14 @@ def cpu_dispatch_level() -> str:
 
 
 def choose(device: str, requested: str = "auto", *, cap: Capability | None = None,
-           prefer_bf16: bool = True) -> Precision:
+           faithful: bool) -> Precision:
     """The precision to run at on `device`.
 
     `requested`: "auto" (the rule above), or an explicit "fp32" / "bf16" / "amp" that wins.
-    `prefer_bf16=False` is for components whose faithful result needs fp32 (published metrics,
-    parity paths): "auto" then always gives fp32. `cap` injects the capability (tests).
+    `faithful` has no default, so every caller says what "auto" means for it: True for components
+    whose faithful result needs fp32 (published metrics, stage models, parity paths: "auto" is then
+    always fp32), False for those that may use bf16 where the hardware does it natively (training).
+    `cap` injects the capability (tests).
     """
     if requested not in REQUESTS:
         raise ValueError(f"precision {requested!r}: use one of {', '.join(REQUESTS)}")
@@ -113,7 +115,7 @@ def choose(device: str, requested: str = "auto", *, cap: Capability | None = Non
         return Precision("fp32", requested, "asked for fp32")
     cap = cap or capability(device)
     if requested == "auto":
-        if not prefer_bf16:
+        if faithful:
             return Precision("fp32", requested, "fp32 for a faithful result")
         if cap.native_bf16:
             return Precision("bf16", requested, f"native bf16 ({cap.detail})")

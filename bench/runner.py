@@ -1162,14 +1162,14 @@ def run_precision(requested: str, device: str, progress: Progress | None = None)
     from bench.precision import capability, choose
 
     try:
-        chosen = choose(device, requested)
+        chosen = choose(device, requested, faithful=False)
     except ValueError as e:
         raise RunError(str(e)) from e
     cap = capability(device)
     if chosen.slow and progress is not None:
         progress.log(f"warning: --precision {requested}: {chosen.reason}")
     return {"requested": requested, "device": device, "capability": dataclasses.asdict(cap),
-            "auto": choose(device, "auto", cap=cap).to_json(), "key": [requested, cap.native_bf16]}
+            "auto": choose(device, "auto", cap=cap, faithful=False).to_json(), "key": [requested, cap.native_bf16]}
 
 
 def _spec_json(spec: Any) -> dict[str, Any]:

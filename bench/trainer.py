@@ -165,7 +165,7 @@ def grad_scaler(precision: Precision, device: str):
 
 def resolve_precision(precision: Precision | str, device: str) -> Precision:
     """A chosen `Precision` as is; a request ("auto", "fp32", "bf16", "amp") through the hardware rule."""
-    return precision if isinstance(precision, Precision) else choose(device, precision)
+    return precision if isinstance(precision, Precision) else choose(device, precision, faithful=False)
 
 
 # ------------------------------------------------------------------------------ checkpoint files

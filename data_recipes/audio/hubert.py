@@ -26,7 +26,7 @@ and says which files to put where.
 Running: the model runs on the run's device (`StageContext.device`), is loaded once per recipe
 (`StageContext.models`) and shared by every prepare worker (a module in eval mode under
 `inference_mode` keeps no state between calls). Precision follows `bench.precision` with
-`prefer_bf16=False`: GeneFace++ extracts these features in fp32 and its models are trained on them,
+`faithful=True`: GeneFace++ extracts these features in fp32 and its models are trained on them,
 so "auto" is fp32 everywhere; an explicit `precision` in the config wins (and is in the cache key).
 Torch's thread count is the prepare pool's business (`bench.threads`), never this stage's.
 """
@@ -218,7 +218,7 @@ def hubert_stage(ctx) -> None:
     folder = model_dir(cfg)
     audio = ctx.prepared.audio()
     num_frames = len(audio) // SAMPLES_PER_FRAME
-    precision = choose(ctx.device, cfg.precision, prefer_bf16=False)
+    precision = choose(ctx.device, cfg.precision, faithful=True)
     model, extractor = ctx.models.shared(
         ("hubert", str(folder.resolve()), ctx.device), lambda: load_on(folder, ctx.device, ctx.progress, precision))
     with ctx.timed("features"):  # what a deployed system pays per request: the model load is not in it

@@ -44,7 +44,7 @@ def make_backend(config: FacesConfig, device: str = "cpu") -> tuple[FaceBackend,
 
         fan_path = weights.locate(FAN_2D)
         # face-alignment runs FAN in fp32; its integer landmark decoding is sensitive to heatmap peaks
-        precision = choose(device, "auto", prefer_bf16=False)
+        precision = choose(device, "auto", faithful=True)
         info.update(fan_model=str(fan_path), fan_sha256=weights.sha256_file(fan_path), device=device,
                     precision=precision.to_json())
         return FanBackend(fan_path, box_source=mediapipe, device=device), info

@@ -90,7 +90,7 @@ def fit_precision(config: ThreeDMMConfig, device: str, progress=None):
     """The fit's `bench.precision.Precision` on `device` (fp32 unless the config asks otherwise)."""
     from bench.precision import choose
 
-    precision = choose(device, config.precision, prefer_bf16=False)
+    precision = choose(device, config.precision, faithful=True)
     if precision.slow and progress is not None:
         progress.log(f"warning: the 3DMM fit runs at {precision.name}: {precision.reason}")
     return precision

@@ -235,11 +235,11 @@ class NerfHeadMethod(Method):
 
     # ---------------------------------------------------------------------------------- helpers
 
-    def _precision(self, prefer_bf16: bool) -> "Precision":
+    def _precision(self, *, faithful: bool) -> "Precision":
         from bench.precision import choose
 
         c = self.config.train_precision
-        return choose(self.context.device, self.context.precision if c == "context" else c, prefer_bf16=prefer_bf16)
+        return choose(self.context.device, self.context.precision if c == "context" else c, faithful=faithful)
 
     def _bfm_model(self, clips: Sequence["PreparedClip"]):
         """The BFM model when the clips were fitted with it (its bases are not copied per clip)."""
@@ -298,7 +298,7 @@ class NerfHeadMethod(Method):
         tc = TrainConfig(batch=cfg.a2m_batch, window=cfg.a2m_window, lr=cfg.a2m_lr, warmup=cfg.a2m_warmup,
                          seed=self.context.seed)
         task = Audio2MotionTask(train_mc, val_mc, space, arch, tc, device=self.context.device)
-        precision = self._precision(prefer_bf16=True)
+        precision = self._precision(faithful=False)
         every = cfg.a2m_eval_every or max(1, steps // 4)
         result = run_train(task, Path(self.context.work_dir) / f"a2m-{fe}-{size}",
                            TrainSettings(steps=steps, eval_every=every, checkpoint_every=max(1, min(1000, steps)),
@@ -322,7 +322,7 @@ class NerfHeadMethod(Method):
                          budget=budget.describe(), curves={"audio2motion": result.curves["train"],
                                                            "audio2motion_eval": result.curves["eval"]},
                          notes=note, precision={"train": _record(result.precision, self.context.device),
-                                                "generate": _record(self._precision(False), self.context.device)})
+                                                "generate": _record(self._precision(faithful=True), self.context.device)})
 
     def _load_audio2motion(self, train: Sequence["PreparedClip"], bfm, budget: Budget, t0: float) -> FitReport:
         from bench.weights import sha256_file
@@ -343,7 +343,7 @@ class NerfHeadMethod(Method):
                                             "official GeneFace++ audio2motion folder"),),
                          steps=0, seconds=time.monotonic() - t0, budget=budget.describe(),
                          notes="front end: hubert; loaded an official audio2motion folder; no training",
-                         precision={"generate": _record(self._precision(False), self.context.device)})
+                         precision={"generate": _record(self._precision(faithful=True), self.context.device)})
 
     # ---- renderer
 
@@ -423,7 +423,7 @@ class NerfHeadMethod(Method):
         data, train_idexp, stats = self.build_renderer_data(clips, size, self.config.eval_frames)
         subject = clips[0].clip.subject
         device = self.context.device
-        precision = self._precision(prefer_bf16=True)
+        precision = self._precision(faithful=False)
         deadline = budget.deadline()
         head_deadline = None if deadline is None else time.monotonic() + 0.8 * (deadline - time.monotonic())
         work = Path(self.context.work_dir) / f"renderer-{cfg.name}"
@@ -474,7 +474,7 @@ class NerfHeadMethod(Method):
                          resumed_from=resumed, seconds=time.monotonic() - t0, budget=budget.describe(),
                          curves=curves, notes="; ".join(n for n in notes if n),
                          precision={"train": _record(precision, device),
-                                    "generate": _record(self._precision(False), device)})
+                                    "generate": _record(self._precision(faithful=True), device)})
 
     # ---------------------------------------------------------------------------------- generate
 

@@ -144,13 +144,13 @@ def stage_settings(config: Wav2LipConfig, budget: Budget) -> tuple["StageSetting
 
 
 def resolve_precision(choice: PrecisionChoice, context_precision: str, device: str, *,
-                      prefer_bf16: bool) -> "Precision":
+                      faithful: bool) -> "Precision":
     """The precision one network use runs at: the config's choice, or the run's ("context"), resolved
-    by `bench.precision.choose`. Inference passes prefer_bf16=False ("auto" keeps the faithful fp32
-    output); training passes True (bf16 autocast where the device does it natively)."""
+    by `bench.precision.choose`. Inference passes faithful=True ("auto" keeps the faithful fp32
+    output); training passes False (bf16 autocast where the device does it natively)."""
     from bench.precision import choose
 
-    return choose(device, context_precision if choice == "context" else choice, prefer_bf16=prefer_bf16)
+    return choose(device, context_precision if choice == "context" else choice, faithful=faithful)
 
 
 def training_data(clips: Sequence["PreparedClip"], config: Wav2LipConfig,
@@ -267,7 +267,7 @@ class Wav2LipMethod(Method):
         """The generator's precision at inference (resolved once; warns once where it is slow)."""
         if self._inference is None:
             self._inference = resolve_precision(self.config.precision, self.context.precision, self.context.device,
-                                                prefer_bf16=False)
+                                                faithful=True)
             if self._inference.slow:
                 self.context.progress.log(f"warning: wav2lip inference at {self._inference.name}: "
                                           f"{self._inference.reason}")
@@ -300,7 +300,7 @@ class Wav2LipMethod(Method):
         from methods.wav2lip.train import train_expert, train_generator
 
         cfg, ctx = self.config, self.context
-        train_precision = resolve_precision(cfg.train_precision, ctx.precision, ctx.device, prefer_bf16=True)
+        train_precision = resolve_precision(cfg.train_precision, ctx.precision, ctx.device, faithful=False)
         if train_precision.slow:
             ctx.progress.log(f"warning: wav2lip training at {train_precision.name}: {train_precision.reason}")
         precision = train_precision.name

@@ -107,7 +107,7 @@ def _train(args: argparse.Namespace, info, device: str) -> int:
             expert_settings = dataclasses.replace(expert_settings, lr=args.expert_lr)
         if args.generator_lr is not None:
             gen_settings = dataclasses.replace(gen_settings, lr=args.generator_lr)
-        precision = resolve_precision(config.train_precision, args.precision, device, prefer_bf16=True)
+        precision = resolve_precision(config.train_precision, args.precision, device, faithful=False)
         out = Path(args.out)
         say = (lambda text: print(text, flush=True)) if info.leader else (lambda text: None)
         w = info.world_size

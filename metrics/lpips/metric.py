@@ -46,7 +46,7 @@ class _LPIPSMetric(Metric):
         super().__init__(config, context)
         self._model = None  # the backbone and heads, loaded on first use and kept for every sample
         self._used: list[dict[str, str]] = []
-        self.precision = choose(context.device, (config or LPIPSConfig()).precision, prefer_bf16=False)
+        self.precision = choose(context.device, (config or LPIPSConfig()).precision, faithful=True)
         if self.precision.slow:
             context.progress.log(f"warning: {self.spec.name} runs at {self.precision.name}: {self.precision.reason}")
 

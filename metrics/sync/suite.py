@@ -391,7 +391,7 @@ class SuiteSyncMetric(Metric):
             raise ValueError("no clips of the train split to train the suite scorer on")
         steps = budget.resolve_steps(quick=cfg.steps_quick, standard=cfg.steps_standard, full=cfg.steps_full)
         max_frames = {"quick": cfg.frames_quick, "standard": cfg.frames_standard, "full": cfg.frames_full}[budget.preset]
-        prec = choose("cpu", cfg.precision)   # the heads train on the CPU (cached features live there)
+        prec = choose("cpu", cfg.precision, faithful=False)   # the heads train on the CPU (cached features live there)
         self._train_precision = {**prec.to_json(), "device": "cpu"}
         if prec.slow:
             self.context.progress.log(f"warning: sync_suite trains at {prec.name}: {prec.reason}")

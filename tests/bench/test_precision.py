@@ -38,25 +38,25 @@ def native_bf16(monkeypatch):
 
 
 def test_auto_is_fp32_without_native_bf16_and_bf16_with_it():
-    assert choose("cpu", "auto", cap=NO_BF16).name == "fp32"
-    assert choose("cuda", "auto", cap=CUDA_NO_BF16).name == "fp32"
-    got = choose("cpu", "auto", cap=CPU_BF16)
+    assert choose("cpu", "auto", cap=NO_BF16, faithful=False).name == "fp32"
+    assert choose("cuda", "auto", cap=CUDA_NO_BF16, faithful=False).name == "fp32"
+    got = choose("cpu", "auto", cap=CPU_BF16, faithful=False)
     assert got.name == "bf16" and not got.slow and "avx512_bf16" in got.reason
-    assert choose("cuda", "auto", cap=CUDA_BF16).name == "bf16"
+    assert choose("cuda", "auto", cap=CUDA_BF16, faithful=False).name == "bf16"
     # components whose faithful result needs fp32 never get bf16 from "auto"
-    assert choose("cpu", "auto", cap=CPU_BF16, prefer_bf16=False).name == "fp32"
-    assert choose("cuda", "auto", cap=CUDA_BF16, prefer_bf16=False).name == "fp32"
+    assert choose("cpu", "auto", cap=CPU_BF16, faithful=True).name == "fp32"
+    assert choose("cuda", "auto", cap=CUDA_BF16, faithful=True).name == "fp32"
 
 
 def test_explicit_choice_wins_and_says_when_it_is_slow():
-    slow = choose("cpu", "bf16", cap=NO_BF16)
+    slow = choose("cpu", "bf16", cap=NO_BF16, faithful=False)
     assert slow.name == "bf16" and slow.slow and "emulated" in slow.reason
-    assert not choose("cpu", "bf16", cap=CPU_BF16).slow
-    assert choose("cpu", "fp32", cap=CPU_BF16).name == "fp32"
-    assert choose("cuda", "amp", cap=CUDA_NO_BF16).name == "amp"     # fp16 AMP needs no bf16
-    assert choose("cpu", "amp", cap=CPU_BF16).name == "bf16"         # CPU autocast is bf16
+    assert not choose("cpu", "bf16", cap=CPU_BF16, faithful=False).slow
+    assert choose("cpu", "fp32", cap=CPU_BF16, faithful=False).name == "fp32"
+    assert choose("cuda", "amp", cap=CUDA_NO_BF16, faithful=False).name == "amp"     # fp16 AMP needs no bf16
+    assert choose("cpu", "amp", cap=CPU_BF16, faithful=False).name == "bf16"         # CPU autocast is bf16
     with pytest.raises(ValueError, match="use one of"):
-        choose("cpu", "fp16")
+        choose("cpu", "fp16", faithful=False)
 
 
 @pytest.mark.parametrize("isa, native", [({}, False), ({"avx2": True, "avx512_f": True}, False),
@@ -66,7 +66,7 @@ def test_cpu_capability_reads_torch_isa_report(monkeypatch, isa, native):
     monkeypatch.setattr(P, "cpu_dispatch_level", lambda: "AVX512")
     cap = P.capability("cpu")
     assert cap.device_type == "cpu" and cap.native_bf16 is native
-    assert choose("cpu", "auto").name == ("bf16" if native else "fp32")
+    assert choose("cpu", "auto", faithful=False).name == ("bf16" if native else "fp32")
 
 
 @pytest.mark.parametrize("level, native", [("AVX512", True), ("AVX2", False), ("DEFAULT", False)])
@@ -137,8 +137,8 @@ def test_no_default_config_can_pick_bf16_on_a_cpu_without_it(no_bf16):
                 bad.append((where, value))
             continue
         requested = run_default if value == "context" else value
-        # prefer_bf16=True: the most permissive way any component resolves its field
-        if choose("cpu", requested, prefer_bf16=True).name != "fp32":
+        # faithful=False: the most permissive way any component resolves its field
+        if choose("cpu", requested, faithful=False).name != "fp32":
             bad.append((where, value))
     assert not bad, f"defaults that pick bf16 on a CPU without native bf16: {bad}"
     assert run_default == "auto"
@@ -150,9 +150,9 @@ def test_components_resolve_to_fp32_without_native_bf16(no_bf16, tmp_path):
     from metrics.lpips.metric import LPIPSAlex
     from methods.wav2lip.method import resolve_precision
 
-    assert resolve_precision("context", "auto", "cpu", prefer_bf16=True).name == "fp32"     # training
-    assert resolve_precision("context", "auto", "cpu", prefer_bf16=False).name == "fp32"    # inference
-    assert resolve_precision("context", "auto", "cuda", prefer_bf16=True).name == "fp32"
+    assert resolve_precision("context", "auto", "cpu", faithful=False).name == "fp32"     # training
+    assert resolve_precision("context", "auto", "cpu", faithful=True).name == "fp32"    # inference
+    assert resolve_precision("context", "auto", "cuda", faithful=False).name == "fp32"
     lp = LPIPSAlex(LPIPSAlex.spec.config(), MetricContext(tmp_path, None, Progress.off()))
     assert lp.precision_used()["lpips"]["name"] == "fp32"
 
@@ -163,9 +163,9 @@ def test_components_with_native_bf16(native_bf16, tmp_path):
     from metrics.lpips.metric import LPIPSAlex
     from methods.wav2lip.method import resolve_precision
 
-    assert resolve_precision("context", "auto", "cpu", prefer_bf16=True).name == "bf16"     # training
-    assert resolve_precision("context", "auto", "cpu", prefer_bf16=False).name == "fp32"    # faithful output
-    assert resolve_precision("fp32", "auto", "cpu", prefer_bf16=True).name == "fp32"        # config wins
+    assert resolve_precision("context", "auto", "cpu", faithful=False).name == "bf16"     # training
+    assert resolve_precision("context", "auto", "cpu", faithful=True).name == "fp32"    # faithful output
+    assert resolve_precision("fp32", "auto", "cpu", faithful=False).name == "fp32"        # config wins
     lp = LPIPSAlex(LPIPSAlex.spec.config(), MetricContext(tmp_path, None, Progress.off()))
     assert lp.precision_used()["lpips"]["name"] == "fp32"  # a published metric stays fp32
 
@@ -186,7 +186,7 @@ class Probe(Method):
 
     def fit(self, clips, budget):
         req = self.context.precision if self.config.precision == "context" else self.config.precision
-        p = choose(self.context.device, req)
+        p = choose(self.context.device, req, faithful=False)
         return FitReport(precision={"generate": {**p.to_json(), "device": self.context.device}})
 
     def generate(self, request):
@@ -205,7 +205,7 @@ class ProbeMetric(Metric):
 
     def __init__(self, config, context):
         super().__init__(config, context)
-        self.precision = choose(context.device, "auto", prefer_bf16=False)
+        self.precision = choose(context.device, "auto", faithful=True)
 
     def precision_used(self):
         return {"net": self.precision.to_json()}

@@ -395,9 +395,9 @@ def test_explicit_bf16_runs_under_autocast_and_fp32_is_the_faithful_path(vox):
     net = loaded_net("alex", random_backbone(expected_alex_shapes(), 0))
     a, b = vox[:-1], vox[1:]
     plain = lpips_distance(a, b, net, 255)
-    fp32 = lpips_distance(a, b, net, 255, precision=choose("cpu", "auto", prefer_bf16=False))
+    fp32 = lpips_distance(a, b, net, 255, precision=choose("cpu", "auto", faithful=True))
     np.testing.assert_array_equal(fp32, plain)
-    bf16 = lpips_distance(a, b, net, 255, precision=choose("cpu", "bf16", cap=Capability("cpu", True, "test")))
+    bf16 = lpips_distance(a, b, net, 255, precision=choose("cpu", "bf16", cap=Capability("cpu", True, "test"), faithful=False))
     assert not np.array_equal(bf16, plain)  # the autocast region took effect ...
     np.testing.assert_allclose(bf16, plain, rtol=0.1)  # ... and only rounded
 
