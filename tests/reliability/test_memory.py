@@ -69,6 +69,16 @@ def run_args(video: Path, runs: Path, methods: str, metrics: str, test_seconds: 
             "--progress", "off"]
 
 
+def peaks(runs: list[tuple[Path, Path, float]], methods: str, metrics: str, cache: Path) -> list[int]:
+    """Peak RSS of one `bench run` per (video, runs folder, test seconds), each required to succeed."""
+    out = []
+    for video, folder, test_seconds in runs:
+        code, peak, log = run_peak(run_args(video, folder, methods, metrics, test_seconds), cache)
+        assert code == 0, log[-3000:]
+        out.append(peak)
+    return out
+
+
 def results(runs: Path) -> pd.DataFrame:
     run_dir = next(p for p in runs.iterdir() if p.is_dir())
     return pd.read_csv(run_dir / "results.csv")
@@ -82,12 +92,9 @@ def test_portrait_1080x1920_clip_peak_memory_does_not_hold_whole_videos(shared_d
     # PSNR and the output check (MediaPipe on every generated frame) read both videos; SSIM reads them
     # the same way (tests/metrics/test_image.py) but costs minutes at this size on a small CPU
     metrics = "psnr,output_check"
-    code_s, peak_s, out_s = run_peak(run_args(small, tmp_path / "runs-small", "reference,frozen", metrics,
-                                              test_seconds), tmp_path / "cache")
-    assert code_s == 0, out_s[-3000:]
-    code_l, peak_l, out_l = run_peak(run_args(large, tmp_path / "runs-large", "reference,frozen", metrics,
-                                              test_seconds), tmp_path / "cache")
-    assert code_l == 0, out_l[-3000:]
+    peak_s, peak_l = peaks([(small, tmp_path / "runs-small", test_seconds),
+                            (large, tmp_path / "runs-large", test_seconds)], "reference,frozen", metrics,
+                           tmp_path / "cache")
 
     rows = results(tmp_path / "runs-large")
     assert (rows["status"] == "ok").all(), rows[rows["status"] != "ok"][["method", "metric", "reason"]]
@@ -111,12 +118,9 @@ def test_five_minute_looped_clip_peak_memory_does_not_grow_with_length(shared_da
     long = looped_clip(source, tmp_path / "long.mp4", 300.0)
     long_test, short_test = 24.0, 4.0
     metrics = "psnr"
-    code_s, peak_s, out_s = run_peak(run_args(source, tmp_path / "runs-short", "reference,frozen", metrics,
-                                              short_test), tmp_path / "cache")
-    assert code_s == 0, out_s[-3000:]
-    code_l, peak_l, out_l = run_peak(run_args(long, tmp_path / "runs-long", "reference,frozen", metrics,
-                                              long_test), tmp_path / "cache")
-    assert code_l == 0, out_l[-3000:]
+    peak_s, peak_l = peaks([(source, tmp_path / "runs-short", short_test),
+                            (long, tmp_path / "runs-long", long_test)], "reference,frozen", metrics,
+                           tmp_path / "cache")
 
     rows = results(tmp_path / "runs-long")
     assert (rows["status"] == "ok").all(), rows[rows["status"] != "ok"][["method", "metric", "reason"]]
