@@ -25,6 +25,7 @@ from typing import Any, Iterable, Iterator, Sequence
 
 import numpy as np
 
+from bench import malloc
 from bench import manifest as mf
 from bench.availability import Availability
 from bench.cache import Cache, atomic_write_text, content_key
@@ -645,7 +646,9 @@ class Runner:
                 t0 = time.monotonic()
                 try:
                     with self._fit_lock(f"metric-fits/{m.name}", key, f"training metric {m.name}'s scorer"):
-                        summary = metric.fit([self.recipe.prepare(c) for c in train], self._fit_budget(m.name))
+                        clips = [self.recipe.prepare(c) for c in train]
+                        with malloc.training():
+                            summary = metric.fit(clips, self._fit_budget(m.name))
                 except Exception as e:
                     m.availability = Availability.no(f"training its scorer failed: {type(e).__name__}: {e}")
                     manifest["metrics"][m.name].update(available=False, reason=m.availability.reason)
@@ -764,10 +767,12 @@ class Runner:
         self._ref(f"fits/{m.name}", key)
         try:
             with self._fit_lock(f"fits/{m.name}", key, f"fit of {m.name} ({label}, part {part.name})"):
-                if part.name == "model" and not m.spec.parts:
-                    report = method.fit([self.recipe.prepare(c) for c in clips], budget)
-                else:
-                    report = method.fit_part(part, [self.recipe.prepare(c) for c in clips], budget)
+                prepared = [self.recipe.prepare(c) for c in clips]
+                with malloc.training():
+                    if part.name == "model" and not m.spec.parts:
+                        report = method.fit(prepared, budget)
+                    else:
+                        report = method.fit_part(part, prepared, budget)
         except Exception as e:
             if not isinstance(e, InputUnusable):  # the input is at fault: the reason says it all
                 traceback.print_exc(file=sys.stderr)
@@ -815,7 +820,8 @@ class Runner:
             if not parts:  # nothing to train: fit still runs once (it loads what generate needs)
                 t0 = time.monotonic()
                 try:
-                    report = method.fit([], self.budget.for_method(m.name))
+                    with malloc.training():
+                        report = method.fit([], self.budget.for_method(m.name))
                 except Exception as e:
                     traceback.print_exc(file=sys.stderr)
                     raise _FitFailed(f"fit failed (none): {type(e).__name__}: {e}") from e
@@ -1031,9 +1037,7 @@ class Runner:
 
     def run(self) -> RunOutcome:
         t_start = time.monotonic()
-        from data_recipes.frames import return_freed_blocks
-
-        return_freed_blocks()   # frame and metric buffers go back to the system when freed (issue 16)
+        malloc.apply(malloc.STREAMING)   # frame and metric buffers go back to the system when freed
         self._setup()
         # what a killed process left in the cache (its writer is gone); at most once an hour
         self.cache.sweep(min_age_s=600.0, throttle_s=3600.0)

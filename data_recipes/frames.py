@@ -262,27 +262,3 @@ def cyclic(video: "np.ndarray | Frames", count: int) -> Iterator[np.ndarray]:
         for frame in part:
             yield frame
             done += 1
-
-
-def return_freed_blocks(threshold: int = 4 << 20) -> bool:
-    """Have glibc serve every allocation of `threshold` bytes or more with its own mapping, so that
-    freeing it gives the memory back at once. Returns whether the setting was applied.
-
-    Why: glibc raises its mmap threshold (up to 32 MB) each time a mapped block is freed, after which
-    the per-batch buffers of streaming code (a block of frames, a metric's float planes: 1-30 MB
-    each) come from the heap, and long-lived small allocations made between them (decoder and face
-    tracker threads) keep the heap from shrinking: measured on a 40 s 512x512 request, the peak
-    grew by 2.4 MB per scored frame (1.6 GB over 400 frames) instead of staying at one batch's
-    size (0.74 GB with a fixed threshold). A process-wide setting: the runner applies it when a run
-    starts. No effect (False) outside glibc."""
-    import ctypes
-    import sys
-
-    if not sys.platform.startswith("linux"):
-        return False
-    try:
-        mallopt = ctypes.CDLL(None).mallopt
-    except (OSError, AttributeError):
-        return False
-    m_mmap_threshold = -3   # glibc's M_MMAP_THRESHOLD; setting it also turns the dynamic threshold off
-    return bool(mallopt(ctypes.c_int(m_mmap_threshold), ctypes.c_int(int(threshold))))
