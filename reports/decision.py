@@ -6,9 +6,10 @@ import json
 from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
 
+from bench.results import method_label
 from reports.exports import PlainTable
 from reports.format import fmt_number, fmt_seconds
-from reports.load import Bundle
+from reports.load import Bundle, section
 from reports.plots import fit_summary, spec_of, steps_text
 from reports.tables import Cell, Table, cell_export_text, is_speed, make_cell, method_order
 
@@ -40,6 +41,7 @@ class HardwareSection:
     rows: tuple[tuple[str, tuple[Cell, ...]], ...]        # method, one fps cell per machine
     stages: tuple[tuple[str, str, str], ...]               # method, machine label, "model 12 ms, ..."
     flagged: tuple[str, ...] = ()                          # degenerate methods (reports/flags.py)
+    precision: tuple[tuple[str, str, str], ...] = ()       # component, machine label, "generate fp32 (why); ..."
 
 
 def _details(hw: Mapping[str, Any]) -> tuple[tuple[str, str], ...]:
@@ -110,7 +112,29 @@ def hardware_section(pr, bundle: Bundle, flags: Mapping[str, Any] | None = None)
             if text:
                 stages.append((m, mach.label, text))
         rows.append((m, tuple(cells)))
-    return HardwareSection(ms, tuple(rows), tuple(stages), tuple(m for m in methods if m in (flags or {})))
+    return HardwareSection(ms, tuple(rows), tuple(stages), tuple(m for m in methods if m in (flags or {})),
+                           precision_lines(bundle))
+
+
+def precision_lines(bundle: Bundle) -> tuple[tuple[str, str, str], ...]:
+    """What each network ran at, as the runs' manifests record it (bench.precision): fps at bf16 and
+    at fp32 differ by up to 2x on one machine, so a speed is read next to its precision.
+    (component, machine label, "generate fp32 (fp32 for a faithful result); train ..."), one line per
+    distinct text."""
+    out: dict[tuple[str, str, str], None] = {}
+    for run in bundle.runs:
+        machine = bundle.hardware_label(run.hardware_id)
+        components = [(method_label(str(n), str(e.get("variant") or "")), e)
+                      for n, e in section(run.manifest, "methods").items() if isinstance(e, Mapping)]
+        components += [(f"metric {n}", e) for n, e in section(run.manifest, "metrics").items() if isinstance(e, Mapping)]
+        for name, entry in components:
+            used = entry.get("precision")
+            parts = [f"{role} {p['name']}" + (f" ({p['reason']})" if p.get("reason") else "")
+                     for role, p in (used.items() if isinstance(used, Mapping) else ())
+                     if isinstance(p, Mapping) and p.get("name")]
+            if parts:
+                out[(name, machine, "; ".join(parts))] = None
+    return tuple(out)
 
 
 @dataclass(frozen=True)

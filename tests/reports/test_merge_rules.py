@@ -268,3 +268,27 @@ def test_versions_of_mixed_rows_are_noted(tmp_path):
     mf.write(tmp_path / "r" / "manifest.json", manifest("r", "hw", "cpu"))
     notes = load_bundle([tmp_path / "r"]).notes
     assert any("2 commits" in n for n in notes) and any("different method / metric" in n for n in notes)
+
+
+def test_hardware_section_says_what_precision_each_network_ran_at(tmp_path):
+    """fps differs by up to 2x between bf16 and fp32 on one machine: the report prints each
+    component's precision from the manifest next to the speeds, per machine, escaped."""
+    fp32 = {"name": "fp32", "requested": "auto", "reason": "no native bf16 <AVX2>", "device": "cpu"}
+    bf16 = {"name": "bf16", "requested": "auto", "reason": "native bf16", "device": "cpu"}
+    methods = {"nerf_head": {"available": True, "variant": "front end: mel", "spec": {"kind": "3d"},
+                             "precision": {"train": fp32, "generate": {**fp32, "reason": "fp32 for a faithful result"}}},
+               "frozen": {"available": True, "spec": {"kind": "baseline"}}}
+    a = write_run(tmp_path / "a", [row("reference", "PSNR", 40.0, run_id="a"), row("nerf_head", "PSNR", 30.0, hardware="hw1", run_id="a")],
+                  manifest("a", "hw1", "zen3", methods=methods,
+                           metrics={"sync_suite": {"available": True, "precision": {"scorer": fp32}}}))
+    b_methods = {"nerf_head": {**methods["nerf_head"], "precision": {"train": bf16, "generate": bf16}}}
+    b = write_run(tmp_path / "b", [row("reference", "PSNR", 40.0, hardware="hw2", run_id="b"), row("nerf_head", "PSNR", 31.0, hardware="hw2", run_id="b")],
+                  manifest("b", "hw2", "sapphire", methods=b_methods))
+    html = build_report([a, b], tmp_path / "report").read_text()
+    items = re.findall(r"<li><strong>([^<]+)</strong> on ([^:]+): ([^<]+)</li>",
+                       _section(html, 'id="precision-list"', "</ul>"))
+    assert ("nerf_head [front end: mel]", "zen3", "train fp32 (no native bf16 &lt;AVX2&gt;); "
+            "generate fp32 (fp32 for a faithful result)") in items
+    assert ("nerf_head [front end: mel]", "sapphire", "train bf16 (native bf16); generate bf16 (native bf16)") in items
+    assert ("metric sync_suite", "zen3", "scorer fp32 (no native bf16 &lt;AVX2&gt;)") in items
+    assert not any(name == "frozen" for name, _, _ in items)   # no network, nothing to say
