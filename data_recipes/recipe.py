@@ -176,7 +176,7 @@ STAGES: dict[str, StageSpec] = {s.name: s for s in (
            requires=("faces", "head_crops", "plate"), version="3"),  # 3: the subject's plate
     _stage("mel", "Wav2Lip 80-band mel spectrogram at 80 frames/s (official hparams)",
            "data_recipes.audio.mel:mel_stage", "data_recipes.audio.mel:MelConfig", requires=("normalise",),
-           per_request=True),
+           per_request=True, version="2"),  # 2: the original's float32 arithmetic (was float64, <= 2e-7 apart)
     _stage("hubert", "HuBERT-large hidden states (1024-d, 50 Hz) from a local model folder",
            "data_recipes.audio.hubert:hubert_stage", "data_recipes.audio.hubert:HubertConfig",
            requires=("normalise",), availability="data_recipes.audio.hubert:hubert_availability", per_request=True),

@@ -40,22 +40,28 @@ class MelConfig:
 def _mel_basis() -> np.ndarray:
     import librosa
 
-    return librosa.filters.mel(sr=SAMPLE_RATE, n_fft=N_FFT, n_mels=NUM_MELS, fmin=FMIN, fmax=FMAX)
+    return librosa.filters.mel(sr=SAMPLE_RATE, n_fft=N_FFT, n_mels=NUM_MELS, fmin=FMIN, fmax=FMAX, dtype=np.float32)
 
 
 def wav2lip_mel(wav: np.ndarray, pad_mode: str = "reflect") -> np.ndarray:
-    """(80, T_mel) float32 mel of 16 kHz mono audio, T_mel = 1 + len(wav) // 200."""
+    """(80, T_mel) float32 mel of 16 kHz mono audio, T_mel = 1 + len(wav) // 200, in the original's
+    arithmetic: the STFT is computed in float64 and stored as complex64 (librosa 0.7's default dtype),
+    and everything after it stays float32, as numpy 1.17's value-based casting kept float32 arrays
+    next to float64 scalars (numpy >= 2 would promote them; the scalars are given as float32). The
+    float64 formula differs by up to 2e-7, which flips a few Wav2Lip output pixels by one grey level.
+    """
     import librosa
     from scipy import signal
 
-    wav = np.asarray(wav, dtype=np.float64)
-    emphasised = signal.lfilter([1.0, -PREEMPHASIS], [1.0], wav)
-    spec = np.abs(librosa.stft(y=emphasised, n_fft=N_FFT, hop_length=HOP, win_length=WIN, pad_mode=pad_mode))
-    mel = _mel_basis() @ spec
-    min_level = np.exp(MIN_LEVEL_DB / 20.0 * np.log(10.0))
-    db = 20.0 * np.log10(np.maximum(min_level, mel)) - REF_LEVEL_DB
-    norm = (2.0 * MAX_ABS_VALUE) * ((db - MIN_LEVEL_DB) / (-MIN_LEVEL_DB)) - MAX_ABS_VALUE
-    return np.clip(norm, -MAX_ABS_VALUE, MAX_ABS_VALUE).astype(np.float32)
+    emphasised = signal.lfilter([1.0, -PREEMPHASIS], [1.0], np.asarray(wav, dtype=np.float64))
+    spec = np.abs(librosa.stft(y=emphasised, n_fft=N_FFT, hop_length=HOP, win_length=WIN, pad_mode=pad_mode,
+                               dtype=np.complex64))
+    f32 = np.float32
+    min_level = f32(np.exp(MIN_LEVEL_DB / 20 * np.log(10)))
+    db = f32(20) * np.log10(np.maximum(min_level, np.dot(_mel_basis(), spec))) - f32(REF_LEVEL_DB)
+    top = f32(MAX_ABS_VALUE)
+    norm = (f32(2) * top) * ((db - f32(MIN_LEVEL_DB)) / f32(-MIN_LEVEL_DB)) - top
+    return np.clip(norm, -top, top).astype(np.float32, copy=False)
 
 
 def inference_windows(mel: np.ndarray, fps: float = 25.0) -> list[int]:

@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Callable, ContextManager, Iterable, Literal
 
 import numpy as np
 
-from data_recipes.audio.mel import WINDOW_FRAMES, inference_windows
+from data_recipes.audio.mel import WINDOW_FRAMES, inference_windows, wav2lip_mel
 from data_recipes.crops.wav2lip import CROP_SIZE, OFFICIAL_PADS, Wav2LipCropConfig, official_boxes
 
 if TYPE_CHECKING:
@@ -69,33 +69,6 @@ class InferenceOptions:
     def faithful(self) -> bool:
         return self.blend == "hard" and self.paste_resize == "linear" and not self.round_prediction \
             and self.precision == "fp32"
-
-
-def official_mel(wav: np.ndarray, pad_mode: str = "reflect") -> np.ndarray:
-    """(80, M) float32 mel with the arithmetic of the original's pinned stack (librosa 0.7, numpy 1.17).
-
-    Same formula as `data_recipes.audio.mel.wav2lip_mel`, but in the original's precision: the STFT is
-    computed in float64 and stored as complex64 (librosa 0.7's default dtype), and everything after
-    it stays float32 (numpy 1.17's value-based casting kept float32 arrays float32 next to float64
-    scalars; numpy >= 2 would promote them). The float64 path differs by up to 2e-7, which flips a
-    few pixels by one grey level after the network.
-    """
-    import librosa
-    from scipy import signal
-
-    from data_recipes.audio import mel as M
-
-    emphasised = signal.lfilter([1.0, -M.PREEMPHASIS], [1.0], np.asarray(wav, dtype=np.float64))
-    spec = np.abs(librosa.stft(y=emphasised, n_fft=M.N_FFT, hop_length=M.HOP, win_length=M.WIN,
-                               pad_mode=pad_mode, dtype=np.complex64))
-    basis = librosa.filters.mel(sr=M.SAMPLE_RATE, n_fft=M.N_FFT, n_mels=M.NUM_MELS, fmin=M.FMIN, fmax=M.FMAX,
-                                dtype=np.float32)
-    f32 = np.float32
-    min_level = f32(np.exp(M.MIN_LEVEL_DB / 20 * np.log(10)))
-    db = f32(20) * np.log10(np.maximum(min_level, np.dot(basis, spec))) - f32(M.REF_LEVEL_DB)
-    top = f32(M.MAX_ABS_VALUE)
-    norm = (f32(2) * top) * ((db - f32(M.MIN_LEVEL_DB)) / f32(-M.MIN_LEVEL_DB)) - top
-    return np.clip(norm, -top, top).astype(np.float32, copy=False)
 
 
 def mel_chunks(mel: np.ndarray, fps: float = 25.0) -> np.ndarray:
@@ -468,7 +441,7 @@ def generate_files(model: "torch.nn.Module", face: Path, audio: Path, out: Path,
     frames, fps = read_face(face, resize_factor, still_fps)
     with tempfile.TemporaryDirectory(prefix="talkbench-generate-") as tmp:
         wav, wav_file = read_driving_audio(audio, Path(tmp))
-        mel = official_mel(wav, mel_padding)
+        mel = wav2lip_mel(wav, mel_padding)
         if np.isnan(mel).any():
             raise ValueError("the mel contains NaN (silent or synthetic audio?): add a little noise to the audio")
         n_out = len(mel_chunks(mel, fps))

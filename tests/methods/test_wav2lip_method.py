@@ -100,6 +100,14 @@ def test_user_checkpoint_fit_and_generate_with_detected_boxes(recipe, tmp_path, 
         bx1, by1, bx2, by2 = boxes[i]
         outside[i, by1:by2, bx1:bx2] = False
     assert not outside.any()
+    # the run path equals the official data flow fed the transcribed original mel, bit for bit
+    from methods.wav2lip.inference import lipsync
+    from tests.methods.test_wav2lip_parity import official_melspectrogram
+
+    crops = prepared.stage("wav2lip_crops")
+    ref = lipsync(method._model, prepared.frames(0, 27), official_melspectrogram(prepared.audio()),
+                  crops.array("detector_boxes"), crops.array("has_face"), method.inference_options())
+    assert np.array_equal(np.asarray(res.frames), ref.frames)
 
 
 def _video_with_black_frames(tmp_path, demo_video, black: range):
