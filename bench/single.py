@@ -71,20 +71,22 @@ def _spec(resolved: Any) -> Any:
 
 
 def _sample(video: Path, audio: Path | None, reference: Path | None, protocol: str) -> Any:
-    """A Sample of decoded frames for the metrics that need them (LSE reads the file itself)."""
+    """A Sample for the metrics that need frames (LSE reads the file itself). The videos are lazy and
+    metrics read them in blocks, so memory does not grow with the files' length (as in `bench run`)."""
     import numpy as np
 
     from bench.cache import Cache
     from data_recipes.clip import Clip
-    from data_recipes.media import read_audio, read_video_frames
+    from data_recipes.frames import open_video
+    from data_recipes.media import read_audio
     from data_recipes.recipe import Recipe
     from metrics.base import Sample
 
-    generated = read_video_frames(video)
+    generated = open_video(video)
     gt = None
     target_file = video
     if reference is not None:
-        gt = read_video_frames(reference)
+        gt = open_video(reference)
         n = min(len(gt), len(generated))
         generated, gt = generated[:n], gt[:n]
         target_file = reference
@@ -166,6 +168,9 @@ def cmd_score(args: argparse.Namespace) -> int:
     if not args.video.is_file():
         print(f"error: {args.video}: file not found", file=sys.stderr)
         return 1
+    from bench import malloc
+
+    malloc.apply(malloc.STREAMING)   # frame blocks go back to the system when freed, as in `bench run`
     progress = Progress("off" if args.json else args.progress)
     with progress:
         scores = score_file(args.video, tuple(args.metrics), list(args.overrides), args.audio, args.reference,

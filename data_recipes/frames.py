@@ -262,3 +262,14 @@ def cyclic(video: "np.ndarray | Frames", count: int) -> Iterator[np.ndarray]:
         for frame in part:
             yield frame
             done += 1
+
+
+def open_video(path: Path) -> FileFrames:
+    """A whole video file as lazy frames: size and frame count from demuxing, frames decoded only when
+    read (a count the decoder does not deliver is an error when read, never a short video)."""
+    from data_recipes.media import MediaError, probe
+
+    info = probe(Path(path)).video
+    if info is None or info.frames == 0:
+        raise MediaError(f"{path}: has no video frames")
+    return FileFrames(Path(path), info.frames, info.height, info.width)

@@ -76,7 +76,7 @@ class Sample:
     prefix); ground_truth is None for cross-driven requests. The runner passes lazy videos
     (`data_recipes.frames.Frames`: shape, len, slicing, iteration, `chunks`) so that no whole video
     is in memory; a metric reads them frame by frame or in bounded blocks and never converts a whole
-    video to an array (issue 16). Arrays work too (tests, `bench score`). audio: driving audio,
+    video to an array (issue 16); `bench score` passes lazy videos too. Arrays work as well (tests). audio: driving audio,
     float32 mono 16 kHz, exactly T * 640 samples. timings: the method's per-stage seconds for this video.
     """
 

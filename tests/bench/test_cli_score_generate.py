@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -84,3 +85,29 @@ def test_bench_generate_needs_weights_and_a_known_method(shared_data, tmp_path, 
     assert rc == 2 and "wav2lip.checkpoint" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main(["generate", "--method", "nerf_head", "--face", str(face), "--audio", str(face), "--out", "x.mp4"])
+
+
+def test_bench_score_streams_the_files_and_scores_like_whole_arrays(tmp_path, demo_video, capsys):
+    """`bench score` reads both videos lazily (metrics take them in blocks, so memory does not follow
+    the files' length) and gets the numbers the metric functions give on whole decoded arrays."""
+    from bench.cli import main
+    from bench.single import _sample
+    from data_recipes.frames import Frames
+    from data_recipes.media import read_video_frames, write_video
+    from metrics.image import psnr, ssim
+    from tests.conftest import first_frames
+
+    frames = first_frames(demo_video, 40)
+    tone = (0.1 * np.sin(np.arange(40 * 640) / 10.0)).astype(np.float32)
+    ref = write_video(tmp_path / "ref.mkv", frames, lossless=True, audio=tone)
+    noisy = np.clip(frames.astype(np.int16) + np.random.default_rng(0).integers(-12, 13, frames.shape), 0, 255)
+    gen = write_video(tmp_path / "gen.mkv", noisy[:37].astype(np.uint8), lossless=True, audio=tone[: 37 * 640])   # 3 frames shorter
+
+    sample = _sample(gen, None, ref, "lrs")
+    assert isinstance(sample.generated, Frames) and isinstance(sample.ground_truth, Frames)
+    assert len(sample.generated) == len(sample.ground_truth) == 37
+    assert main(["score", str(gen), "--reference", str(ref), "--metrics", "psnr,ssim", "--json"]) == 0
+    got = json.loads(capsys.readouterr().out)
+    a, b = read_video_frames(gen), read_video_frames(ref)[:37]
+    assert got["PSNR"] == pytest.approx(float(np.mean(psnr(a, b, 255.0))), abs=1e-9)
+    assert got["SSIM"] == pytest.approx(float(np.mean(ssim(a, b, 255.0))), abs=1e-9)
