@@ -525,13 +525,15 @@ class NerfHeadMethod(Method):
         with timer("render"):
             if isinstance(sub.model, TorsoModel):
                 crops = render_frames(sub.model, geo.c2w[idx], geo.intrinsics[idx], conds, sub.eye, sub.background,
-                                      lm68=lm_target[idx], output_size=crop_size, seed=request.seed)
+                                      lm68=lm_target[idx], output_size=crop_size, seed=request.seed,
+                                      progress=self.context.progress)
             else:   # head only: over the target frame's own torso and the plate (the head stage's composition)
                 own = S.crops_of(frames, geo.transforms, sub.size)
                 labels = S.read_labels_at(target, sub.size)
                 bgs = torso_over_plate(own, labels[: len(own)], sub.background)
                 crops = render_head_frames(sub.model, geo.c2w[idx], geo.intrinsics[idx], conds, sub.eye, bgs[idx],
-                                           output_size=crop_size, seed=request.seed, batch=cfg.render_batch)
+                                           output_size=crop_size, seed=request.seed, batch=cfg.render_batch,
+                                           progress=self.context.progress)
         with timer("paste_back"):
             mask = S.feather_mask(crop_size, cfg.paste_feather)
         # pasted frame by frame into a lossless file (decoding and writing are file IO: not timed); the

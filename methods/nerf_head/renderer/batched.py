@@ -10,6 +10,8 @@ so a frame's noise depends on its batch; with a seed the output is deterministic
 
 from __future__ import annotations
 
+import contextlib
+
 import numpy as np
 import torch
 from torch.nn import functional as F
@@ -78,7 +80,7 @@ def _resize_bg(backgrounds: np.ndarray, size: int, dev) -> torch.Tensor:
 @torch.no_grad()
 def render_head_frames(model: HeadModel, c2w: np.ndarray, intrinsics: np.ndarray, conds: np.ndarray,
                        eye_area: np.ndarray | float, backgrounds: np.ndarray, output_size: int = 512, seed: int = 0,
-                       batch: int = 8) -> np.ndarray:
+                       batch: int = 8, progress=None) -> np.ndarray:
     """A clip from a head model: c2w (T, 4, 4), intrinsics (4,) or (T, 4) in pixels of the backgrounds'
     side S, conds (T, 204), eye_area scalar or (T,), backgrounds (S, S, 3) or (T, S, S, 3) uint8
     -> uint8 (T, output_size, output_size, 3) (the SR output resized, as `inference.render`)."""
@@ -96,19 +98,23 @@ def render_head_frames(model: HeadModel, c2w: np.ndarray, intrinsics: np.ndarray
     gen = torch.Generator(device=dev)
     gen.manual_seed(seed)
     out = np.empty((t, output_size, output_size, 3), np.uint8)
-    for b0 in range(0, t, batch):
-        idx = range(b0, min(t, b0 + batch))
-        ro, rd = zip(*(R.pixel_rays(poses[i], k_all[i], size, size) for i in idx))
-        ro, rd = torch.cat(ro), torch.cat(rd)
-        cond = feats[list(idx)].repeat_interleave(size * size, dim=0)
-        image, ws = _march_rays(model, ro, rd, cond, code)
-        bg = _resize_bg(bgs[b0:b0 + len(idx)] if bgs.ndim == 4 else bgs[None].repeat(len(idx), 0), size, dev)
-        img = (image + (1 - ws)[:, None] * bg.reshape(-1, 3)).clamp(0, 1)
-        img = img.reshape(len(idx), size, size, 3).permute(0, 3, 1, 2)
-        if model.cfg.sr:
-            img = model.sr_net(img, generator=gen).clamp(0, 1)
-        if img.shape[-1] != output_size:
-            img = F.interpolate(img, size=(output_size, output_size), mode="bilinear", align_corners=False,
-                                antialias=img.shape[-1] > output_size)
-        out[b0:b0 + len(idx)] = (img.permute(0, 2, 3, 1).clamp(0, 1) * 255).round().byte().cpu().numpy()
+    with contextlib.ExitStack() as stack:
+        task = stack.enter_context(progress.task("nerf_head: render", total=t)) if progress is not None else None
+        for b0 in range(0, t, batch):
+            idx = range(b0, min(t, b0 + batch))
+            ro, rd = zip(*(R.pixel_rays(poses[i], k_all[i], size, size) for i in idx))
+            ro, rd = torch.cat(ro), torch.cat(rd)
+            cond = feats[list(idx)].repeat_interleave(size * size, dim=0)
+            image, ws = _march_rays(model, ro, rd, cond, code)
+            bg = _resize_bg(bgs[b0:b0 + len(idx)] if bgs.ndim == 4 else bgs[None].repeat(len(idx), 0), size, dev)
+            img = (image + (1 - ws)[:, None] * bg.reshape(-1, 3)).clamp(0, 1)
+            img = img.reshape(len(idx), size, size, 3).permute(0, 3, 1, 2)
+            if model.cfg.sr:
+                img = model.sr_net(img, generator=gen).clamp(0, 1)
+            if img.shape[-1] != output_size:
+                img = F.interpolate(img, size=(output_size, output_size), mode="bilinear", align_corners=False,
+                                    antialias=img.shape[-1] > output_size)
+            out[b0:b0 + len(idx)] = (img.permute(0, 2, 3, 1).clamp(0, 1) * 255).round().byte().cpu().numpy()
+            if task is not None:
+                task.advance(len(idx))
     return out

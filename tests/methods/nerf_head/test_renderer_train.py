@@ -99,9 +99,22 @@ def test_head_training_raises_validation_psnr_and_resumes(data, tmp_path):
     frame = render(torso.model, data.c2w[11], data.intrinsics, condition_window(torch.from_numpy(data.conds), 11, 3),
                    0.3, data.background, data.lm68[11], output_size=96)
     assert frame.shape == (96, 96, 3) and frame.dtype == np.uint8 and frame.std() > 1
-    clip = render_frames(task.model, data.c2w[:2], data.intrinsics, data.conds[:2], 0.3, data.background,
-                         output_size=48)
-    assert clip.shape == (2, 48, 48, 3)
+    import io
+
+    from bench.progress import Progress
+    from methods.nerf_head.renderer.batched import render_head_frames
+
+    log = io.StringIO()
+    with Progress("log", stream=log, log_every_s=0.0) as progress:   # a render is long work: it shows a bar
+        clip = render_frames(task.model, data.c2w[:2], data.intrinsics, data.conds[:2], 0.3, data.background,
+                             output_size=48, progress=progress)
+        batched = render_head_frames(task.model, data.c2w[:3], data.intrinsics, data.conds[:3], 0.3,
+                                     data.background, output_size=48, batch=2, progress=progress)
+    assert clip.shape == (2, 48, 48, 3) and batched.shape == (3, 48, 48, 3)
+    lines = log.getvalue().splitlines()
+    assert "nerf_head: render: start (2)" in lines and "nerf_head: render: start (3)" in lines
+    assert sum(line.startswith("done nerf_head: render: 2/2") for line in lines) == 1
+    assert sum(line.startswith("done nerf_head: render: 3/3") for line in lines) == 1
     assert task.preview(0).shape == (48, 96, 3)   # ground truth | SR output at 2 x the render size
 
 
