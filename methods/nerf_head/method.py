@@ -273,7 +273,7 @@ class NerfHeadMethod(Method):
         raise ValueError(f"nerf_head has no part {part.name!r}")
 
     def _fit_audio2motion(self, part: PartSpec, clips: Sequence["PreparedClip"], budget: Budget) -> FitReport:
-        from methods.nerf_head.audio2motion.data import build_motion_clips, expression_space, clip_geometry
+        from methods.nerf_head.audio2motion.data import build_motion_clips
 
         t0 = time.monotonic()
         train = [c for c in clips if c.clip.split != "val"]

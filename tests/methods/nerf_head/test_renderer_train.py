@@ -4,7 +4,6 @@ suite's trainer: held-out PSNR rises, checkpoints round-trip, the torso stage ke
 
 from __future__ import annotations
 
-from dataclasses import replace
 
 import numpy as np
 import pytest
