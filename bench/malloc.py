@@ -39,13 +39,17 @@ STREAMING = MallocSetting(mmap_threshold=4 << 20, trim_threshold=128 << 10)   # 
 TRAINING = MallocSetting(mmap_threshold=32 << 20, trim_threshold=64 << 20)
 
 
-def _mallopt():
+def _libc_function(name: str):
     if not sys.platform.startswith("linux"):
         return None
     try:
-        return ctypes.CDLL(None).mallopt
+        return getattr(ctypes.CDLL(None), name)
     except (OSError, AttributeError):
         return None
+
+
+def _mallopt():
+    return _libc_function("mallopt")
 
 
 def apply(setting: MallocSetting) -> bool:
@@ -59,10 +63,15 @@ def apply(setting: MallocSetting) -> bool:
 
 
 @contextlib.contextmanager
-def training(after: MallocSetting = STREAMING) -> Iterator[None]:
-    """`TRAINING` inside the block, `after` (the streaming setting the runner uses) once it ends."""
+def training() -> Iterator[None]:
+    """`TRAINING` inside the block, `STREAMING` (the runner's setting outside fits) once it ends. On
+    the way out the heap the fit freed is returned to the system (`malloc_trim`): under the training
+    trim threshold it stays mapped, and streaming blocks would be carved out of it again."""
     apply(TRAINING)
     try:
         yield
     finally:
-        apply(after)
+        apply(STREAMING)
+        trim = _libc_function("malloc_trim")
+        if trim is not None:
+            trim(ctypes.c_size_t(0))
