@@ -10,8 +10,6 @@ so a frame's noise depends on its batch; with a seed the output is deterministic
 
 from __future__ import annotations
 
-import contextlib
-
 import numpy as np
 import torch
 from torch.nn import functional as F
@@ -98,8 +96,9 @@ def render_head_frames(model: HeadModel, c2w: np.ndarray, intrinsics: np.ndarray
     gen = torch.Generator(device=dev)
     gen.manual_seed(seed)
     out = np.empty((t, output_size, output_size, 3), np.uint8)
-    with contextlib.ExitStack() as stack:
-        task = stack.enter_context(progress.task("nerf_head: render", total=t)) if progress is not None else None
+    from bench.progress import Progress
+
+    with (progress or Progress.off()).task("nerf_head: render", total=t) as task:
         for b0 in range(0, t, batch):
             idx = range(b0, min(t, b0 + batch))
             ro, rd = zip(*(R.pixel_rays(poses[i], k_all[i], size, size) for i in idx))
@@ -115,6 +114,5 @@ def render_head_frames(model: HeadModel, c2w: np.ndarray, intrinsics: np.ndarray
                 img = F.interpolate(img, size=(output_size, output_size), mode="bilinear", align_corners=False,
                                     antialias=img.shape[-1] > output_size)
             out[b0:b0 + len(idx)] = (img.permute(0, 2, 3, 1).clamp(0, 1) * 255).round().byte().cpu().numpy()
-            if task is not None:
-                task.advance(len(idx))
+            task.advance(len(idx))
     return out

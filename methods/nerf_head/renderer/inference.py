@@ -7,8 +7,6 @@ state_dict>}` (plus `global_step` and optimiser states); the highest N is the on
 
 from __future__ import annotations
 
-import contextlib
-
 import re
 from dataclasses import replace
 from pathlib import Path
@@ -75,14 +73,14 @@ def render_frames(model: HeadModel | TorsoModel, c2w: np.ndarray, intrinsics: np
     gen = torch.Generator(device=dev)
     gen.manual_seed(seed)
     out = np.empty((t, output_size, output_size, 3), np.uint8)
-    with contextlib.ExitStack() as stack:
-        task = stack.enter_context(progress.task("nerf_head: render", total=t)) if progress is not None else None
+    from bench.progress import Progress
+
+    with (progress or Progress.off()).task("nerf_head: render", total=t) as task:
         for i in range(t):
             out[i] = render(model, c2w[i], k if k.ndim == 1 else k[i],
                             condition_window(conds_t, i, model.cfg.smo_win), float(eyes[i]), background,
                             None if lm68 is None else lm68[i], output_size, gen)
-            if task is not None:
-                task.advance(1)
+            task.advance(1)
     return out
 
 

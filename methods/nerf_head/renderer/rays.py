@@ -30,7 +30,6 @@ import math
 
 import numpy as np
 import torch
-from torch.nn import functional as F
 
 FOCAL_224 = 1015.0
 CENTER_224 = 112.0
